@@ -1,0 +1,1 @@
+"""From sweep directories to comparison tables, plots and the report notebook."""

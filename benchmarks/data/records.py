@@ -1,0 +1,64 @@
+"""The canonical QA record every loader produces and every method and metric consumes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+#: What a record is for. ``retain`` trains retain terms; the rest are evaluated.
+RECORD_SPLITS = ("forget", "retain", "hard_retain", "general_retain", "forget_facts_retained")
+
+
+class DataError(ValueError):
+    """A data file or dataset definition is malformed; the message says where and what to fix."""
+
+
+@dataclass(frozen=True)
+class QARecord:
+    """One question about one subject, with what truth ratio and paraphrase attacks need."""
+
+    id: str
+    subject: str
+    question: str
+    answer: str
+    split: str
+    paraphrases: tuple[str, ...] = ()
+    perturbed_answers: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.split not in RECORD_SPLITS:
+            raise DataError(
+                f"record {self.id!r}: unknown split {self.split!r}; use one of {RECORD_SPLITS}"
+            )
+
+
+@dataclass(frozen=True)
+class UnlearningData:
+    """Every record of one unlearning task, with views by split."""
+
+    name: str
+    records: tuple[QARecord, ...]
+    subjects_to_forget: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        seen: set[str] = set()
+        for record in self.records:
+            if record.id in seen:
+                raise DataError(f"dataset {self.name!r}: duplicate id {record.id!r}")
+            seen.add(record.id)
+        if not self.forget:
+            raise DataError(f"dataset {self.name!r} has no forget records: nothing to unlearn")
+
+    def split(self, name: str) -> list[QARecord]:
+        return [r for r in self.records if r.split == name]
+
+    @property
+    def forget(self) -> list[QARecord]:
+        return self.split("forget")
+
+    @property
+    def retain(self) -> list[QARecord]:
+        return self.split("retain")
+
+    def with_records(self, records: Iterable[QARecord]) -> UnlearningData:
+        return UnlearningData(self.name, tuple(records), self.subjects_to_forget)

@@ -1,0 +1,78 @@
+"""``wpu_mini``: the embedded dataset of well-known persons (the WPU idea at laptop scale).
+
+Splits are chosen by person: ``forget_k`` forgets every fact of the first k persons and keeps
+questions on closely related entities (hard retain); ``forget_facts`` forgets only some facts of
+a person and checks that the same person's other facts survive (fine-grained unlearning).
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Any
+
+from benchmarks.data import DATASETS
+from benchmarks.data.records import DataError, QARecord, UnlearningData
+
+FORGET_SPLITS = {"forget_1": 1, "forget_2": 2, "forget_5": 5}
+
+
+def _record(raw: dict[str, Any], subject: str, split: str) -> QARecord:
+    return QARecord(
+        id=raw["id"],
+        subject=raw.get("subject", subject),
+        question=raw["question"],
+        answer=raw["answer"],
+        split=split,
+        paraphrases=tuple(raw.get("paraphrases", ())),
+        perturbed_answers=tuple(raw.get("perturbed_answers", ())),
+    )
+
+
+def read_raw() -> dict[str, Any]:
+    text = resources.files("benchmarks.data").joinpath("wpu_mini.json").read_text("utf-8")
+    return json.loads(text)
+
+
+@DATASETS.register("wpu_mini")
+def load_wpu_mini(cfg: Any) -> UnlearningData:
+    raw = read_raw()
+    persons = raw["persons"]
+    split = cfg.split
+    if split == "forget_facts":
+        n_persons, facts_forgotten = cfg.facts_persons, cfg.facts_per_person
+    elif split in FORGET_SPLITS:
+        n_persons, facts_forgotten = FORGET_SPLITS[split], None
+    else:
+        choices = [*FORGET_SPLITS, "forget_facts"]
+        raise DataError(f"wpu_mini has no split {split!r}; choose data.split from {choices}")
+
+    records: list[QARecord] = []
+    for person in persons[:n_persons]:
+        for i, fact in enumerate(person["facts"]):
+            keep = facts_forgotten is not None and i >= facts_forgotten
+            records.append(
+                _record(fact, person["name"], "forget_facts_retained" if keep else "forget")
+            )
+        records += [_record(r, person["name"], "hard_retain") for r in person["hard_retain"]]
+
+    # Retain facts come round-robin from the other persons, so a small n_retain still spans many.
+    by_depth = sorted(
+        (
+            (depth, person)
+            for person in persons[n_persons:]
+            for depth in range(len(person["facts"]))
+        ),
+        key=lambda pair: pair[0],
+    )
+    records += [
+        _record(person["facts"][depth], person["name"], "retain")
+        for depth, person in by_depth[: cfg.n_retain]
+    ]
+    general = raw["general_retain"][: cfg.n_general_retain]
+    records += [_record(r, r["subject"], "general_retain") for r in general]
+    return UnlearningData(
+        name=f"wpu_mini/{split}",
+        records=tuple(records),
+        subjects_to_forget=tuple(p["name"] for p in persons[:n_persons]),
+    )

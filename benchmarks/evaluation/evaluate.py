@@ -1,0 +1,142 @@
+"""Evaluate one model on every split with one generation pass and one scoring pass.
+
+Every method is evaluated by this code, the target model too, so the before/after numbers of a
+run and the numbers of different methods are comparable.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from benchmarks.data.records import QARecord, UnlearningData
+from benchmarks.evaluation import metrics
+from benchmarks.evaluation.generation import answer_logprobs, generate
+from benchmarks.evaluation.leak import LeakTest
+from benchmarks.prompting import Prompter
+
+EVAL_SPLITS = (
+    "forget",
+    "forget_paraphrased",
+    "hard_retain",
+    "general_retain",
+    "forget_facts_retained",
+)
+METRICS = ("rougeL_recall", "answer_prob", "leak_rate", "truth_ratio")
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    """A question as asked in one split (a paraphrase is its own item)."""
+
+    split: str
+    record: QARecord
+    question: str
+
+
+def eval_items(data: UnlearningData, splits: tuple[str, ...] = EVAL_SPLITS) -> list[EvalItem]:
+    items = []
+    for split in splits:
+        if split == "forget_paraphrased":
+            items += [EvalItem(split, r, p) for r in data.forget for p in r.paraphrases]
+        else:
+            items += [EvalItem(split, r, r.question) for r in data.split(split)]
+    return items
+
+
+def leak_test_from(cfg: Any) -> LeakTest:
+    return LeakTest(
+        fuzzy_threshold=cfg.fuzzy_threshold,
+        embedding_threshold=cfg.embedding_threshold,
+        use_embedding=cfg.use_embedding,
+    )
+
+
+def evaluate_model(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    data: UnlearningData,
+    eval_cfg: Any,
+    prompter: Prompter,
+    label: str,
+) -> tuple[dict[str, dict[str, float]], list[dict[str, Any]]]:
+    """Metrics per split (means) and one row per question asked, for the results file."""
+    wanted = set(eval_cfg.metrics)
+    unknown = wanted - set(METRICS)
+    if unknown:
+        raise ValueError(f"eval.metrics has unknown {sorted(unknown)}; choose from {list(METRICS)}")
+    items = eval_items(data, tuple(eval_cfg.splits))
+    prompts = [prompter(tokenizer, item.question) for item in items]
+    rows: list[dict[str, Any]] = [
+        {
+            "model": label,
+            "split": i.split,
+            "id": i.record.id,
+            "question": i.question,
+            "answer": i.record.answer,
+        }
+        for i in items
+    ]
+
+    if wanted & {"rougeL_recall", "leak_rate"}:
+        generations = generate(
+            model,
+            tokenizer,
+            prompts,
+            max_new_tokens=eval_cfg.max_new_tokens,
+            batch_size=eval_cfg.batch_size,
+            desc=f"eval {label}: generate",
+        )
+        texts = [g[0] for g in generations]
+        leaks = leak_test_from(eval_cfg.leak).leaks([i.record.answer for i in items], texts)
+        for row, text, leak in zip(rows, texts, leaks, strict=True):
+            row["generation"] = text
+            row["rougeL_recall"] = metrics.rougeL_recall(row["answer"], text)
+            row["leak_rate"] = float(leak)
+
+    if wanted & {"answer_prob", "truth_ratio"}:
+        _score_answers(model, tokenizer, items, prompts, rows, eval_cfg, label, wanted)
+
+    return _means(rows, wanted), rows
+
+
+def _score_answers(model, tokenizer, items, prompts, rows, eval_cfg, label, wanted) -> None:
+    """One scoring pass over every (prompt, answer) pair the probability metrics need."""
+    pairs: list[tuple[int, str]] = []
+    for index, item in enumerate(items):
+        pairs.append((index, item.record.answer))
+        if "truth_ratio" in wanted:
+            pairs += [(index, wrong) for wrong in item.record.perturbed_answers]
+    scores = answer_logprobs(
+        model,
+        tokenizer,
+        [prompts[i] for i, _ in pairs],
+        [answer for _, answer in pairs],
+        batch_size=eval_cfg.batch_size,
+        desc=f"eval {label}: score",
+    )
+    by_item: dict[int, list[np.ndarray]] = defaultdict(list)
+    for (index, _), score in zip(pairs, scores, strict=True):
+        by_item[index].append(score)
+    for index, (true_lp, *perturbed_lp) in by_item.items():
+        rows[index]["answer_prob"] = metrics.answer_prob(true_lp)
+        if "truth_ratio" in wanted and perturbed_lp:
+            ratio = metrics.truth_ratio(true_lp, perturbed_lp)
+            rows[index]["truth_ratio_R"] = ratio
+            rows[index]["truth_ratio"] = metrics.truth_score(ratio)
+
+
+def _means(rows: list[dict[str, Any]], wanted: set[str]) -> dict[str, dict[str, float]]:
+    by_split: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        for metric in METRICS:
+            if metric in wanted and metric in row:
+                by_split[row["split"]][metric].append(row[metric])
+    return {
+        split: {metric: float(np.mean(values)) for metric, values in per_metric.items()}
+        for split, per_metric in by_split.items()
+    }

@@ -1,0 +1,35 @@
+"""Per-question metric functions; each takes plain values so tests can hand-make inputs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from rouge_score import rouge_scorer
+
+_ROUGE = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+
+
+def rougeL_recall(reference: str, prediction: str) -> float:
+    """ROUGE-L recall of the gold answer in the generation (TOFU/WPU, stemmer on)."""
+    return _ROUGE.score(reference, prediction)["rougeL"].recall
+
+
+def answer_prob(token_logprobs: np.ndarray) -> float:
+    """Length-normalised answer probability: exp(mean token log-prob) = P(a|q)^(1/|a|)."""
+    return float(np.exp(np.mean(token_logprobs))) if len(token_logprobs) else 0.0
+
+
+def truth_ratio(true_logprobs: np.ndarray, perturbed_logprobs: Sequence[np.ndarray]) -> float:
+    """R = geometric mean of the perturbed answers' normalised probabilities over the true one's.
+
+    R < 1: the model prefers the truth; R ≈ 1: it cannot tell truth from the wrong answers.
+    """
+    true_mean = float(np.mean(true_logprobs))
+    perturbed_mean = float(np.mean([np.mean(p) for p in perturbed_logprobs]))
+    return float(np.exp(perturbed_mean - true_mean))
+
+
+def truth_score(ratio: float) -> float:
+    """TOFU's ``max(0, 1 - R)``: 1 when the model is sure of the truth, 0 when it is not."""
+    return max(0.0, 1.0 - ratio)

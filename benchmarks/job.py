@@ -1,0 +1,136 @@
+"""One job: load → prepare the target → unlearn → evaluate target and unlearned → record."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from transformers import set_seed
+
+from benchmarks.cache import fingerprint
+from benchmarks.data import load_data
+from benchmarks.evaluation.evaluate import evaluate_model
+from benchmarks.methods import METHODS, JobContext, load_method_modules
+from benchmarks.models import cache_dir, load_model
+from benchmarks.prompting import Prompter
+from benchmarks.target import prepare_target
+from benchmarks.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+
+class Timer:
+    """Wall-clock seconds per named phase, in the order they ran."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = round(time.perf_counter() - start, 3)
+
+
+def run_job(
+    cfg: DictConfig, output_dir: Path, *, group: str | None = None, raise_errors: bool = True
+) -> dict[str, Any]:
+    """Run one configured job and return its results record (also written to ``results.json``)."""
+    load_method_modules()
+    config = OmegaConf.to_container(cfg, resolve=True)
+    if cfg.method.name not in METHODS:
+        raise KeyError(
+            f"method={cfg.method.name!r} is not registered; choose from {METHODS.names()}"
+        )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    tracker = Tracker(
+        cfg.tracking, config, output_dir, name=f"{cfg.method.name}-s{cfg.seed}", group=group
+    )
+    timer = Timer()
+    results: dict[str, Any] = {
+        "status": "failed",
+        "method": cfg.method.name,
+        "seed": cfg.seed,
+        "config": config,
+    }
+    try:
+        results.update(_run(cfg, output_dir, tracker, timer))
+        results["status"] = "ok"
+    except Exception as err:
+        results.update(error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
+        log.error("Job failed: %s (details in %s)", results["error"], output_dir / "results.json")
+        if raise_errors:
+            raise
+    finally:
+        results["timings_s"] = timer.seconds
+        tracker.finish(results)
+    return results
+
+
+def _run(cfg: DictConfig, output_dir: Path, tracker: Tracker, timer: Timer) -> dict[str, Any]:
+    set_seed(cfg.seed)
+    cache = cache_dir(cfg.get("cache_dir"))
+    prompter = Prompter()
+    with timer("load_model"):
+        base, tokenizer = load_model(cfg.model, cache, cfg.device)
+    with timer("load_data"):
+        data = load_data(cfg.data)
+    with timer("prepare_target"):
+        target, data, target_info = prepare_target(
+            base, tokenizer, data, cfg, cache=cache, prompter=prompter, log_fn=tracker.log
+        )
+    with timer("eval_target"):
+        target_metrics, target_rows = _cached_target_eval(
+            cfg, cache, target_info, target, tokenizer, data, prompter
+        )
+    method = METHODS.get(cfg.method.name)(cfg.method)
+    ctx = JobContext(
+        seed=cfg.seed, output_dir=output_dir, cache_dir=cache, prompter=prompter, log_fn=tracker.log
+    )
+    set_seed(cfg.seed)
+    with timer("unlearn"):
+        unlearned = method.unlearn(target, tokenizer, data, ctx)
+    with timer("eval_unlearned"):
+        metrics, rows = evaluate_model(
+            unlearned.model, tokenizer, data, cfg.eval, unlearned.prompter, "unlearned"
+        )
+    return {
+        "data": {
+            "name": data.name,
+            "counts": {s: len(data.split(s)) for s in sorted({r.split for r in data.records})},
+        },
+        "target": target_info,
+        "metrics": {"target": target_metrics, "unlearned": metrics},
+        "method_metrics": unlearned.metrics,
+        "generations": target_rows + rows,
+    }
+
+
+def _cached_target_eval(cfg, cache, target_info, target, tokenizer, data, prompter):
+    """The target's evaluation is the same for every method of a sweep: compute it once."""
+    if target_info["kind"] != "finetune":
+        return evaluate_model(target, tokenizer, data, cfg.eval, prompter, "target")
+    key = fingerprint(
+        target_info["path"],
+        OmegaConf.to_container(cfg.eval, resolve=True),
+        [r.id for r in data.records],
+        prompter.system_prompt,
+    )
+    path = cache / "evals" / f"target-{key}.json"
+    if path.exists():
+        saved = json.loads(path.read_text("utf-8"))
+        return saved["metrics"], saved["rows"]
+    metrics, rows = evaluate_model(target, tokenizer, data, cfg.eval, prompter, "target")
+    from benchmarks.cache import atomic_write_text
+
+    atomic_write_text(path, json.dumps({"metrics": metrics, "rows": rows}))
+    return metrics, rows

@@ -1,0 +1,106 @@
+"""The method interface and registry: ``method=<name>`` picks a class registered here.
+
+A method turns the target model into an unlearned one; it never evaluates itself. Training
+methods are a forget loss on the shared trainer (:mod:`benchmarks.training`) plus, where needed,
+their own data recipe (which pairs they train on).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from benchmarks.data.records import QARecord, UnlearningData
+from benchmarks.prompting import Prompter
+from benchmarks.registry import Registry
+from benchmarks.training import Batch, Pair, Reference, train
+
+
+@dataclass
+class JobContext:
+    """What a method may use besides the model and data: where to write, how to log, the seed."""
+
+    seed: int
+    output_dir: Path
+    cache_dir: Path
+    prompter: Prompter = field(default_factory=Prompter)
+    log_fn: Callable[[dict[str, float]], None] | None = None
+
+
+@dataclass
+class Unlearned:
+    """A method's result: the model, how to prompt it, and the method's own run metrics."""
+
+    model: PreTrainedModel
+    prompter: Prompter
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+class Method:
+    """Base of every method; ``cfg`` is the resolved ``method`` config group."""
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+
+    def unlearn(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        data: UnlearningData,
+        ctx: JobContext,
+    ) -> Unlearned:
+        raise NotImplementedError
+
+
+METHODS: Registry[type[Method]] = Registry("method")
+
+
+def qa_pairs(
+    records: list[QARecord], tokenizer: PreTrainedTokenizerBase, prompter: Prompter
+) -> list[Pair]:
+    return [Pair(prompter(tokenizer, r.question), r.answer) for r in records]
+
+
+class TrainingMethod(Method):
+    """A method that is a forget loss on the shared trainer; override the recipe hooks as needed."""
+
+    def forget_loss(
+        self, model: PreTrainedModel, batch: Batch, reference: Callable[[], Reference]
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forget_pairs(
+        self, data: UnlearningData, tokenizer: PreTrainedTokenizerBase, ctx: JobContext
+    ) -> list[Pair]:
+        return qa_pairs(data.forget, tokenizer, ctx.prompter)
+
+    def retain_pairs(
+        self, data: UnlearningData, tokenizer: PreTrainedTokenizerBase, ctx: JobContext
+    ) -> list[Pair]:
+        return qa_pairs(data.retain, tokenizer, ctx.prompter)
+
+    def unlearn(self, model, tokenizer, data, ctx) -> Unlearned:
+        model, history = train(
+            model,
+            tokenizer,
+            self.forget_pairs(data, tokenizer, ctx),
+            self.retain_pairs(data, tokenizer, ctx) if self.cfg.alpha else [],
+            self.forget_loss,
+            self.cfg,
+            seed=ctx.seed,
+            phase="unlearn",
+            log_fn=ctx.log_fn,
+        )
+        final = history[-1] if history else {}
+        return Unlearned(model, ctx.prompter, {"train_loss": final.get("train_loss")})
+
+
+def load_method_modules() -> None:
+    """Import the packages whose modules register methods."""
+    import baselines  # noqa: F401
+    import unstar  # noqa: F401

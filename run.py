@@ -1,0 +1,26 @@
+"""Entry point: ``python run.py [overrides]`` runs one job; ``python run.py -m ...`` a sweep."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from benchmarks.job import run_job
+from benchmarks.report import print_summary
+
+
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    hydra_cfg = HydraConfig.get()
+    sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    group = Path(hydra_cfg.sweep.dir).as_posix().replace("/", "_") if sweep else None
+    results = run_job(cfg, Path(hydra_cfg.runtime.output_dir), group=group, raise_errors=not sweep)
+    print_summary(results)
+
+
+if __name__ == "__main__":
+    main()

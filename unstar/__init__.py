@@ -1,0 +1,1 @@
+"""UnSTAR: unlearning with self-taught anti-sample reasoning."""
