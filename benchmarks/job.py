@@ -94,7 +94,13 @@ def _run(cfg: DictConfig, output_dir: Path, tracker: Tracker, timer: Timer) -> d
         )
     method = METHODS.get(cfg.method.name)(cfg.method)
     ctx = JobContext(
-        seed=cfg.seed, output_dir=output_dir, cache_dir=cache, prompter=prompter, log_fn=tracker.log
+        seed=cfg.seed,
+        output_dir=output_dir,
+        cache_dir=cache,
+        prompter=prompter,
+        log_fn=tracker.log,
+        model_key=target_info.get("path")
+        or fingerprint(OmegaConf.to_container(cfg.model, resolve=True)),
     )
     set_seed(cfg.seed)
     with timer("unlearn"):

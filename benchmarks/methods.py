@@ -29,6 +29,7 @@ class JobContext:
     output_dir: Path
     cache_dir: Path
     prompter: Prompter = field(default_factory=Prompter)
+    model_key: str = ""  # identifies the target model, for caches of what it generates
     log_fn: Callable[[dict[str, float]], None] | None = None
 
 

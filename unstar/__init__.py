@@ -1,1 +1,5 @@
-"""UnSTAR: unlearning with self-taught anti-sample reasoning."""
+"""UnSTAR: unlearning with self-taught anti-sample reasoning (arXiv 2410.17050)."""
+
+from unstar import method
+
+__all__ = ["method"]

@@ -18,7 +18,7 @@ def load_data(data_cfg: Any) -> UnlearningData:
 
 
 # Importing the loader modules registers them.
-from benchmarks.data import qa_file, wpu_mini  # noqa: E402
+from benchmarks.data import hub, qa_file, wpu_mini  # noqa: E402
 
 __all__ = ["DATASETS", "RECORD_SPLITS", "DataError", "QARecord", "UnlearningData", "load_data"]
-__all__ += ["qa_file", "wpu_mini"]
+__all__ += ["hub", "qa_file", "wpu_mini"]

@@ -23,17 +23,20 @@ LIST_COLUMNS = {
 
 
 def read_rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
-    """Rows of the file, each with where it sits (``line N``) for error messages."""
+    """Rows of the file, each with where it sits (``line N``) for error messages.
+
+    ``utf-8-sig`` drops the byte-order mark spreadsheet programs put before the first column name.
+    """
     if not path.is_file():
         raise DataError(f"{path}: no such file; set data.path to a CSV, JSONL or JSON file")
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as handle:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             return [(f"line {reader.line_num}", dict(row)) for row in reader]
     if suffix == ".jsonl":
         rows = []
-        for number, line in enumerate(path.read_text("utf-8").splitlines(), start=1):
+        for number, line in enumerate(path.read_text("utf-8-sig").splitlines(), start=1):
             if not line.strip():
                 continue
             try:
@@ -46,7 +49,7 @@ def read_rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
         return rows
     if suffix == ".json":
         try:
-            items = json.loads(path.read_text("utf-8"))
+            items = json.loads(path.read_text("utf-8-sig"))
         except json.JSONDecodeError as err:
             raise DataError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
@@ -146,9 +149,10 @@ def load_qa_file(cfg: Any) -> UnlearningData:
             raise DataError(f"{path}, {rows[index][0]}: duplicate id {record.id!r}")
         seen[record.id] = index
     limit = cfg.get("limit")
+    records = records[:limit] if limit else records
     return UnlearningData(
         name=f"qa_file/{path.name}",
-        records=tuple(records[:limit] if limit else records),
+        records=tuple(records),
         subjects_to_forget=tuple(
             sorted({r.subject for r in records if r.split == "forget" and r.subject})
         ),

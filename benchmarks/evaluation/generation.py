@@ -28,44 +28,48 @@ def generate(
     temperature: float = 0.0,
     num_samples: int = 1,
     seed: int = 0,
+    stop_strings: Sequence[str] = (),
     desc: str = "generate",
 ) -> list[list[str]]:
     """``num_samples`` completions per prompt (greedy when temperature is 0), left-padded batches.
 
     Prompts are grouped by length so batches carry little padding; a seed fixes sampling.
+    ``stop_strings`` end a completion early (few-shot prompts stop at the line's end).
     """
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     outputs: list[list[str]] = [[] for _ in prompts]
     sampling = temperature > 0
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
     was_training = model.training
     model.eval()
+    cuda_devices = [model.device] if model.device.type == "cuda" else []
     try:
-        for batch in tqdm(_batches(order, batch_size), desc=desc, leave=False):
-            inputs = tokenizer(
-                [prompts[i] for i in batch],
-                return_tensors="pt",
-                padding=True,
-                add_special_tokens=False,
-            ).to(model.device)
-            generated = model.generate(
-                **inputs,
-                max_new_tokens=max_new_tokens,
-                do_sample=sampling,
-                temperature=temperature if sampling else None,
-                top_p=None,
-                top_k=None,
-                num_return_sequences=num_samples,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-            )
-            new_tokens = generated[:, inputs["input_ids"].shape[1] :]
-            texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-            for j, i in enumerate(batch):
-                outputs[i] = [t.strip() for t in texts[j * num_samples : (j + 1) * num_samples]]
+        with torch.random.fork_rng(devices=cuda_devices):
+            torch.manual_seed(seed)
+            for batch in tqdm(_batches(order, batch_size), desc=desc, leave=False):
+                inputs = tokenizer(
+                    [prompts[i] for i in batch],
+                    return_tensors="pt",
+                    padding=True,
+                    add_special_tokens=False,
+                ).to(model.device)
+                generated = model.generate(
+                    **inputs,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=sampling,
+                    temperature=temperature if sampling else None,
+                    top_p=None,
+                    top_k=None,
+                    num_return_sequences=num_samples,
+                    pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
+                    stop_strings=list(stop_strings) or None,
+                    tokenizer=tokenizer if stop_strings else None,
+                )
+                new_tokens = generated[:, inputs["input_ids"].shape[1] :]
+                texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+                for j, i in enumerate(batch):
+                    outputs[i] = [t.strip() for t in texts[j * num_samples : (j + 1) * num_samples]]
     finally:
-        torch.random.set_rng_state(generator_state)
         model.train(was_training)
     return outputs
 

@@ -30,12 +30,14 @@ NUMBER_WORDS = {
     )
 }
 
+NUMBER = r"\d+(?:\.\d+)*"
+
 
 def normalise(text: str) -> str:
     """Lowercase, strip accents and punctuation, spell small numbers as digits."""
     text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii").lower()
     text = re.sub(r"(?<=\d),(?=\d{3})", "", text)  # 1,000 -> 1000
-    words = re.sub(r"[^a-z0-9]+", " ", text).split()
+    words = re.findall(r"\d+(?:\.\d+)+|[a-z0-9]+", text)  # a decimal stays one word: 1.2
     return " ".join(NUMBER_WORDS.get(w, w) for w in words)
 
 
@@ -59,7 +61,9 @@ class Embedder:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         missing = sorted({t for t in texts if t not in self._cache})
         if missing:
-            vectors = self.model.encode(missing, batch_size=64, normalize_embeddings=True)
+            vectors = self.model.encode(
+                missing, batch_size=64, normalize_embeddings=True, show_progress_bar=False
+            )
             self._cache.update(zip(missing, np.asarray(vectors), strict=True))
         return np.stack([self._cache[t] for t in texts]) if texts else np.zeros((0, 384))
 
@@ -87,10 +91,10 @@ class LeakTest:
         g, t = normalise(gold), normalise(text)
         if not g or not t:
             return None
-        gold_numbers = set(re.findall(r"\d+", g))
+        gold_numbers = set(re.findall(NUMBER, g))
         if gold_numbers:
-            # A number answer is decided by its numbers: 1880 is no leak of 1879.
-            return "number" if gold_numbers <= set(re.findall(r"\d+", t)) else "no_number"
+            # A number answer is decided by its numbers: 1880 is no leak of 1879, nor 1.2 of 1.
+            return "number" if gold_numbers <= set(re.findall(NUMBER, t)) else "no_number"
         text_words = t.split()
         if all(
             any(

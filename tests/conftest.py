@@ -1,0 +1,48 @@
+"""Shared fixtures: composed configs for a tiny random model, and an isolated cache per session."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+EXTERNAL = Path(__file__).resolve().parents[2] / "shared" / "external"
+
+#: Overrides that make a whole job take seconds: tiny model, one epoch, few questions, no W&B.
+TINY = [
+    "model=tiny_random",
+    "tracking=none",
+    "target.train.epochs=1",
+    "method.epochs=1",
+    "data.n_retain=4",
+    "data.n_general_retain=4",
+    "eval.leak.use_embedding=false",
+    "eval.max_new_tokens=8",
+]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every test session caches models and targets in its own directory."""
+    path = tmp_path_factory.mktemp("cache")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("UNSTAR_BENCH_CACHE", str(path))
+    mp.setenv("WANDB_MODE", "offline")
+    mp.setenv("WANDB_SILENT", "true")
+    yield path
+    mp.undo()
+
+
+@pytest.fixture
+def make_cfg() -> Callable[..., DictConfig]:
+    """Compose ``conf/config.yaml`` with overrides, as ``python run.py`` would."""
+
+    def make(*overrides: str, tiny: bool = True) -> DictConfig:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose("config", overrides=[*(TINY if tiny else []), *overrides])
+
+    return make

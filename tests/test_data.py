@@ -1,0 +1,176 @@
+"""The embedded wpu_mini splits and the qa_file reader, on real files and on broken ones."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import EXTERNAL
+from omegaconf import DictConfig
+
+from benchmarks.data import DataError, UnlearningData, load_data
+from benchmarks.data.wpu_mini import read_raw
+
+WPU_CSV = EXTERNAL / "wpu_forget100_qa_with_wrong_answers.csv"
+TOFU_WORLD_FACTS = EXTERNAL / "tofu_world_facts_perturbed.jsonl"
+PERSONS = [p["name"] for p in read_raw()["persons"]]
+
+
+def _mini(make_cfg: Callable[..., DictConfig], *overrides: str) -> UnlearningData:
+    return load_data(make_cfg("data=wpu_mini", *overrides).data)
+
+
+@pytest.mark.parametrize(
+    ("split", "n_persons"), [("forget_1", 1), ("forget_2", 2), ("forget_5", 5)]
+)
+def test_wpu_mini_forgets_every_fact_of_the_first_persons(
+    make_cfg: Callable[..., DictConfig], split: str, n_persons: int
+) -> None:
+    data = _mini(make_cfg, f"data.split={split}")
+
+    forgotten = PERSONS[:n_persons]
+    assert data.subjects_to_forget == tuple(forgotten)
+    assert sorted({r.subject for r in data.forget}) == sorted(forgotten)
+    assert len(data.forget) == 5 * n_persons
+    assert len(data.split("hard_retain")) >= 2 * n_persons
+    assert all(len(r.perturbed_answers) == 3 and r.paraphrases for r in data.forget)
+
+
+@pytest.mark.parametrize("split", ["forget_1", "forget_2", "forget_5", "forget_facts"])
+def test_wpu_mini_retain_is_never_about_a_forgotten_person(
+    make_cfg: Callable[..., DictConfig], split: str
+) -> None:
+    data = _mini(make_cfg, f"data.split={split}", "data.n_retain=40")
+
+    assert len(data.retain) == 40
+    assert not {r.subject for r in data.retain} & set(data.subjects_to_forget)
+
+
+def test_wpu_mini_small_retain_spans_many_persons(make_cfg: Callable[..., DictConfig]) -> None:
+    retain = _mini(make_cfg, "data.n_retain=4").retain  # forget_2 by default
+
+    assert [r.subject for r in retain] == PERSONS[2:6]
+
+
+@pytest.mark.parametrize("n", [0, 4, 11])
+def test_wpu_mini_general_retain_follows_n_general_retain(
+    make_cfg: Callable[..., DictConfig], n: int
+) -> None:
+    data = _mini(make_cfg, f"data.n_general_retain={n}")
+
+    assert len(data.split("general_retain")) == n
+
+
+def test_wpu_mini_forget_facts_keeps_the_other_facts_of_the_same_persons(
+    make_cfg: Callable[..., DictConfig],
+) -> None:
+    data = _mini(
+        make_cfg, "data.split=forget_facts", "data.facts_persons=2", "data.facts_per_person=2"
+    )
+
+    kept = data.split("forget_facts_retained")
+    assert len(data.forget) == 4 and len(kept) == 6
+    assert {r.subject for r in data.forget} == {r.subject for r in kept} == set(PERSONS[:2])
+    assert not {r.id for r in data.forget} & {r.id for r in kept}
+    assert not {r.question for r in data.forget} & {r.question for r in kept}
+
+
+def test_wpu_mini_unknown_split(make_cfg: Callable[..., DictConfig]) -> None:
+    with pytest.raises(DataError, match=r"no split 'forget_3'.*forget_facts"):
+        _mini(make_cfg, "data.split=forget_3")
+
+
+def _qa_file(make_cfg: Callable[..., DictConfig], path: Path, *overrides: str) -> UnlearningData:
+    # Not tiny: its overrides set data.n_retain, which qa_file does not have.
+    cfg = make_cfg("data=qa_file", f"data.path={path}", *overrides, tiny=False)
+    return load_data(cfg.data)
+
+
+def test_qa_file_reads_wpu_answers_with_wrong_answers(make_cfg: Callable[..., DictConfig]) -> None:
+    with WPU_CSV.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    data = _qa_file(make_cfg, WPU_CSV)
+
+    assert len(data.records) == 400
+    assert all(r.split == "forget" and r.perturbed_answers for r in data.records)
+    wrong_rows = [r for r in rows if r["is_correct"] == "False"]
+    assert sum(len(r.perturbed_answers) for r in data.records) == len(wrong_rows)
+    varchi = next(r for r in data.records if r.question == "What nationality was Benedetto Varchi?")
+    assert varchi.answer == "Italian"
+    assert {"Greek", "French", "Croatian"} <= set(varchi.perturbed_answers)
+    assert varchi.answer not in varchi.perturbed_answers
+
+
+def test_qa_file_reads_tofu_world_facts(make_cfg: Callable[..., DictConfig]) -> None:
+    data = _qa_file(make_cfg, TOFU_WORLD_FACTS)
+
+    assert len(data.forget) == 117
+    assert all(len(r.perturbed_answers) == 3 for r in data.records)
+    first = data.records[0]
+    assert (first.id, first.answer) == ("tofu_world_facts_perturbed-0", "Paris")
+    assert first.perturbed_answers == ("Berlin", "London", "Madrid")
+
+
+def test_qa_file_limit_also_limits_the_subjects(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    path = tmp_path / "two.csv"
+    path.write_text("question,answer,subject\nQ1?,A1,Ann\nQ2?,A2,Bob\n", "utf-8")
+    data = _qa_file(make_cfg, path, "data.limit=1")
+
+    assert [r.subject for r in data.records] == ["Ann"]
+    assert data.subjects_to_forget == ("Ann",)
+
+
+def test_qa_file_reads_a_csv_with_byte_order_mark(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_text("\ufeffquestion,answer\nQ?,A\n", "utf-8")
+
+    assert _qa_file(make_cfg, path).records[0].question == "Q?"
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("no_answer.csv", "question,reply\nQ?,A\n", r"no_answer\.csv: missing column 'answer'"),
+        ("empty.csv", "question,answer\nQ1?,A1\nQ2?,  \n", r"empty\.csv, line 3: empty 'answer'"),
+        (
+            "dup.jsonl",
+            '{"id": "x", "question": "Q1?", "answer": "A"}\n'
+            '{"id": "x", "question": "Q2?", "answer": "B"}\n',
+            r"dup\.jsonl, line 2: duplicate id 'x'",
+        ),
+        (
+            "split.jsonl",
+            '{"question": "Q?", "answer": "A", "split": "test"}\n',
+            r"split\.jsonl, line 1: unknown split 'test'",
+        ),
+        (
+            "broken.jsonl",
+            '{"question": "Q?", "answer": "A"}\n{"question": "Q2?", \n',
+            r"broken\.jsonl, line 2: not valid JSON",
+        ),
+        ("qa.txt", "Q? A\n", r"qa\.txt: unsupported file type '\.txt'"),
+        (
+            "flag.csv",
+            "question,answer,is_correct\nQ?,A,maybe\n",
+            r"flag\.csv, line 2: is_correct must be True or False",
+        ),
+    ],
+)
+def test_qa_file_errors_name_the_file_the_line_and_the_problem(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path, name: str, text: str, message: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(text, "utf-8")
+    with pytest.raises(DataError, match=message):
+        _qa_file(make_cfg, path)
+
+
+def test_qa_file_missing_path(make_cfg: Callable[..., DictConfig], tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"absent\.csv: no such file"):
+        _qa_file(make_cfg, tmp_path / "absent.csv")

@@ -1,0 +1,108 @@
+"""Accept/reject decisions for generated candidates; each rejection says why, for yield metrics."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from benchmarks.evaluation.leak import Embedder, LeakTest, key_words, normalise
+
+MAX_ANSWER_WORDS = 6
+
+
+@dataclass
+class Yield:
+    """How many candidates a stage generated, accepted, and rejected for which reason."""
+
+    generated: int = 0
+    accepted: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+
+    def add(self, decisions: Sequence[str | None]) -> None:
+        self.generated += len(decisions)
+        self.accepted += sum(d is None for d in decisions)
+        self.rejected.update(d for d in decisions if d is not None)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "generated": self.generated,
+            "accepted": self.accepted,
+            "rejected": dict(self.rejected),
+        }
+
+
+def mentions(subject: str, text: str) -> bool:
+    """Whether the text names the subject (any of its key words, e.g. the surname)."""
+    words = set(normalise(text).split())
+    return any(w in words for w in key_words(normalise(subject)) if len(w) >= 3)
+
+
+def judge_paraphrases(
+    question: str,
+    answer: str,
+    subject: str,
+    candidates: Sequence[str],
+    *,
+    embedder: Embedder | None,
+    min_similarity: float,
+    leak_test: LeakTest,
+) -> list[str | None]:
+    """None for a kept paraphrase, else the reason: it must be a new question on the same subject,
+    close in meaning to the original (embedding cosine), and must not contain the answer."""
+    decisions: list[str | None] = []
+    seen = {normalise(question)}
+    similarities = (
+        embedder.cosine([question] * len(candidates), list(candidates))
+        if embedder and candidates
+        else [1.0] * len(candidates)
+    )
+    leaks = leak_test.reasons([answer] * len(candidates), list(candidates))
+    for candidate, similarity, leak in zip(candidates, similarities, leaks, strict=True):
+        if not candidate.endswith("?") or len(candidate.split()) < 3:
+            decisions.append("not_a_question")
+        elif subject and not mentions(subject, candidate):
+            decisions.append("no_subject")
+        elif normalise(candidate) in seen:
+            decisions.append("duplicate")
+        elif similarity < min_similarity:
+            decisions.append("too_far")
+        elif leak:
+            decisions.append("gives_answer")
+        else:
+            decisions.append(None)
+            seen.add(normalise(candidate))
+    return decisions
+
+
+def judge_wrong_answers(
+    answer: str, candidates: Sequence[str], leak_test: LeakTest
+) -> list[str | None]:
+    """None for a usable wrong answer; reject empty, long, repeated and leaking ones."""
+    leaks = leak_test.reasons([answer] * len(candidates), list(candidates))
+    decisions: list[str | None] = []
+    seen: set[str] = set()
+    for candidate, leak in zip(candidates, leaks, strict=True):
+        if not normalise(candidate):
+            decisions.append("empty")
+        elif len(candidate.split()) > MAX_ANSWER_WORDS:
+            decisions.append("too_long")
+        elif normalise(candidate) in seen:
+            decisions.append("duplicate")
+        elif leak:
+            decisions.append(f"leak_{leak}")
+        else:
+            decisions.append(None)
+            seen.add(normalise(candidate))
+    return decisions
+
+
+def judge_rationales(
+    answers: Sequence[str], rationales: Sequence[str], leak_test: LeakTest
+) -> list[str | None]:
+    """None for a rationale that never states the true answer; else why it was dropped."""
+    leaks = leak_test.reasons(list(answers), list(rationales))
+    return [
+        "empty" if not normalise(r) else (f"leak_{leak}" if leak else None)
+        for r, leak in zip(rationales, leaks, strict=True)
+    ]

@@ -1,0 +1,143 @@
+"""The UnSTAR loop: generate anti-samples, fine-tune on them, probe, repeat for what still leaks.
+
+1. q*: paraphrases of each forget question, generated and filtered;
+2. ā: wrong answers that pass the leak test (fallback: answers of similar questions);
+3. r: a misleading rationale for (q*, ā) that never states the true answer;
+4. fine-tune (LoRA by default) on q* → "ā. r", with retain questions on their true answers;
+5. probe every q*: a fact is unlearned when none of its questions leak; still-leaking questions,
+   and harder rephrasings of the unlearned facts that still leak, make the next iteration.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from dataclasses import asdict
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from benchmarks.cache import atomic_write_text
+from benchmarks.evaluation.evaluate import leak_test_from
+from benchmarks.evaluation.generation import generate
+from benchmarks.methods import METHODS, Method, Unlearned, qa_pairs
+from benchmarks.training import Pair, nll_loss, train
+from unstar import prompts
+from unstar.antisamples import AntiSample, AntiSampleGenerator, cached_initial
+
+log = logging.getLogger(__name__)
+
+#: The knobs that shape iteration-0 anti-samples; training knobs are left out of the cache key.
+GENERATION_KEYS = (
+    "generator", "paraphrase", "n_paraphrases", "max_paraphrases", "paraphrase_min_similarity",
+    "include_original", "n_wrong", "max_wrong", "min_wrong", "filter", "rationale", "temperature", "leak",
+)  # fmt: skip
+
+
+@METHODS.register("unstar")
+class UnSTAR(Method):
+    def unlearn(self, model, tokenizer, data, ctx) -> Unlearned:
+        cfg = self.cfg
+        leak_test = leak_test_from(cfg.leak)
+        self_taught = cfg.generator == "self"
+        generator_model = model if self_taught else self._load_generator(ctx)
+        generator = AntiSampleGenerator(generator_model, tokenizer, cfg, leak_test, ctx.seed)
+        records = {r.id: r for r in data.forget}
+        knobs = {k: OmegaConf.to_container(cfg, resolve=True)[k] for k in GENERATION_KEYS}
+        key = (ctx.model_key if self_taught else cfg.generator, knobs, ctx.seed)
+        samples, report, reused = cached_initial(
+            generator, data.forget, data.records, ctx.cache_dir, key
+        )
+        retain = qa_pairs(data.retain, tokenizer, ctx.prompter) if cfg.retain else []
+        history: list[dict[str, Any]] = []
+        all_samples, active = list(samples), samples
+
+        for iteration in range(1, cfg.max_iterations + 1):
+            if not active:
+                break
+            pairs = [Pair(ctx.prompter(tokenizer, s.question), s.completion) for s in active]
+            model, _ = train(
+                model, tokenizer, pairs, retain, nll_loss, cfg, seed=ctx.seed + iteration,
+                phase=f"unlearn/iter{iteration}", log_fn=ctx.log_fn,
+            )  # fmt: skip
+            if self_taught:
+                generator.model = model
+            leaking = self._probe(model, tokenizer, ctx, records, all_samples)
+            done = [rid for rid in records if rid not in {s.record_id for s in leaking}]
+            harder = self._harder(
+                generator,
+                model,
+                tokenizer,
+                ctx,
+                records,
+                done,
+                all_samples,
+                data.records,
+                iteration,
+            )
+            all_samples += harder
+            active = leaking + harder
+            history.append(
+                {"iteration": iteration, "trained_on": len(pairs), "unlearned": len(done),
+                 "leaking_questions": len(leaking), "harder_leaking": len(harder)}
+            )  # fmt: skip
+            log.info(
+                "UnSTAR iteration %d: %d/%d facts unlearned", iteration, len(done), len(records)
+            )
+
+        atomic_write_text(
+            ctx.output_dir / "antisamples.jsonl",
+            "".join(json.dumps(asdict(s), ensure_ascii=False) + "\n" for s in all_samples),
+        )
+        return Unlearned(
+            model,
+            ctx.prompter,
+            {
+                "antisamples": len(all_samples),
+                "antisamples_with_rationale": sum(s.rationale is not None for s in all_samples),
+                "antisamples_cached": reused,
+                "yield": report,
+                "later_yield": generator.report.as_dict() if reused else None,
+                "iterations": len(history),
+                "per_iteration": history,
+                "unlearned_facts": history[-1]["unlearned"] if history else 0,
+                "forget_facts": len(records),
+            },
+        )
+
+    def _load_generator(self, ctx):
+        """Another model writes the anti-samples (``method.generator=NAME_OR_DIR``)."""
+        from benchmarks.models import load_model
+
+        spec = OmegaConf.create({"source": "hub", "name_or_path": self.cfg.generator})
+        return load_model(spec, ctx.cache_dir)[0]
+
+    def _probe(self, model, tokenizer, ctx, records, samples: list[AntiSample]) -> list[AntiSample]:
+        """The anti-samples whose question the current model still answers with the true fact."""
+        latest = {s.question: s for s in samples}
+        questions = list(latest)
+        answers = generate(
+            model, tokenizer, [ctx.prompter(tokenizer, q) for q in questions],
+            max_new_tokens=self.cfg.probe_max_new_tokens, batch_size=self.cfg.generation_batch_size,
+            desc="unstar: probe",
+        )  # fmt: skip
+        truths = [records[latest[q].record_id].answer for q in questions]
+        leaks = leak_test_from(self.cfg.leak).leaks(truths, [a[0] for a in answers])
+        return [latest[q] for q, leak in zip(questions, leaks, strict=True) if leak]
+
+    def _harder(
+        self, generator, model, tokenizer, ctx, records, done, samples, pool, iteration
+    ) -> list[AntiSample]:
+        """Harder rephrasings of the unlearned facts that still leak (the paper's step 4)."""
+        if not self.cfg.harder or not done:
+            return []
+        done_records = [records[rid] for rid in done]
+        rephrased = generator.paraphrases(done_records, template=prompts.HARDER)
+        known = {s.question for s in samples}
+        by_record: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        for record, questions in zip(done_records, rephrased, strict=True):
+            by_record[record.id] += [(q, "harder") for q in questions if q not in known]
+        candidates = [r for r in done_records if by_record[r.id]]
+        fresh = generator.build(candidates, [by_record[r.id] for r in candidates], pool, iteration)
+        return self._probe(model, tokenizer, ctx, records, fresh)
