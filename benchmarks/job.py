@@ -47,9 +47,11 @@ def run_job(
     """Run one configured job and return its results record (also written to ``results.json``)."""
     load_method_modules()
     config = OmegaConf.to_container(cfg, resolve=True)
-    if cfg.method.name not in METHODS:
+    # .get: a group option that is not a method (method=_train_defaults) has no name at all.
+    if cfg.method.get("name") not in METHODS:
         raise KeyError(
-            f"method={cfg.method.name!r} is not registered; choose from {METHODS.names()}"
+            f"method.name={cfg.method.get('name')!r} is not a registered method; "
+            f"choose method= from {METHODS.names()}"
         )
     output_dir.mkdir(parents=True, exist_ok=True)
     tracker = Tracker(

@@ -60,7 +60,7 @@ def calibrate(
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--csv", type=Path, default=DEFAULT_CSV)
+    parser.add_argument("--csv", type=Path, default=DEFAULT_CSV, help="question,answer,is_correct")
     args = parser.parse_args(argv)
     golds, wrongs, answers = read_pairs(args.csv)
     print(f"{args.csv.name}: {len(wrongs)} wrong answers to {len(answers)} questions")

@@ -21,7 +21,11 @@ from benchmarks.cache import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-SECRET_KEY = re.compile(r"(api_?key|token|secret|password)", re.IGNORECASE)
+# A credential word ending the key (``hf_token``, ``OPENAI_API_KEY``), not inside one
+# (``max_new_tokens``, ``tokenizer`` are settings the record must keep).
+SECRET_KEY = re.compile(
+    r"(^|[\W_])(api_?key|access_?key|secret_?key|token|secret|password|passwd)$", re.IGNORECASE
+)
 VERSIONED = ("torch", "transformers", "peft", "trl", "sentence-transformers", "hydra-core", "wandb")
 
 

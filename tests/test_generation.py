@@ -1,0 +1,156 @@
+"""Generation, answer scoring and ``evaluate_model`` on the tiny random model (seconds on a CPU)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from benchmarks.data.records import QARecord, UnlearningData
+from benchmarks.evaluation.evaluate import METRICS, evaluate_model
+from benchmarks.evaluation.generation import answer_logprobs, generate
+from benchmarks.models import cache_dir, load_model
+from benchmarks.prompting import Prompter
+
+Model = tuple[PreTrainedModel, PreTrainedTokenizerBase]
+QUESTIONS = [
+    "Where was Albert Einstein born, and in which year?",
+    "Hi?",
+    "Who wrote Hamlet?",
+    "What is the capital of France and its largest city by population?",
+]
+
+
+@pytest.fixture
+def model(make_cfg: Callable[..., DictConfig]) -> Model:
+    """The tiny model with its layer weights scaled up.
+
+    Freshly initialised with tied embeddings, it just repeats its last input token (here a newline,
+    which decodes to ""), so every comparison would pass vacuously; scaled, its output depends on
+    the whole context and a padding or position mistake changes it.
+    """
+    model, tokenizer = load_model(make_cfg().model, cache_dir(), "cpu")
+    with torch.no_grad():
+        for weight in model.model.layers.parameters():
+            if weight.dim() == 2:
+                weight.mul_(20)
+    return model, tokenizer
+
+
+@pytest.fixture
+def prompts(model: Model) -> list[str]:
+    return [Prompter()(model[1], q) for q in QUESTIONS]
+
+
+def test_batched_greedy_generation_equals_one_at_a_time(model: Model, prompts: list[str]) -> None:
+    batched = generate(*model, prompts, max_new_tokens=8, batch_size=3)
+    single = [generate(*model, [p], max_new_tokens=8, batch_size=1)[0] for p in prompts]
+    assert batched == single
+    assert all(texts[0] for texts in batched) and len({t[0] for t in batched}) == len(prompts)
+
+    # Control: right padding does change the output, so the comparison above can see padding.
+    model[1].padding_side = "right"
+    assert generate(*model, prompts, max_new_tokens=8, batch_size=4) != single
+
+
+def test_answer_logprobs_batched_equal_one_at_a_time_and_cover_only_the_answer(
+    model: Model, prompts: list[str]
+) -> None:
+    lm, tokenizer = model
+    answers = ["Ulm, 1879", "Hello", "William Shakespeare", "Paris"]
+    batched = answer_logprobs(lm, tokenizer, prompts, answers, batch_size=3)
+    for prompt, answer, scores in zip(prompts, answers, batched, strict=True):
+        [single] = answer_logprobs(lm, tokenizer, [prompt], [answer], batch_size=1)
+        np.testing.assert_allclose(scores, single, atol=1e-5)
+        answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+        assert len(scores) == len(answer_ids) + 1  # the answer and its end-of-turn token
+
+    # By hand for one pair: log-probs of the answer tokens and eos, each given what precedes it.
+    prompt_ids = tokenizer(prompts[0], add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(answers[0], add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([prompt_ids + answer_ids + [tokenizer.eos_token_id]])
+    with torch.no_grad():
+        logprobs = F.log_softmax(lm(input_ids=ids).logits[0, :-1], dim=-1)
+    targets = ids[0, len(prompt_ids) :]
+    expected = logprobs[len(prompt_ids) - 1 :].gather(-1, targets[:, None]).squeeze(-1)
+    np.testing.assert_allclose(batched[0], expected.numpy(), atol=1e-5)
+
+
+def test_sampling_is_fixed_by_the_seed(model: Model, prompts: list[str]) -> None:
+    def sample(seed: int) -> list[list[str]]:
+        return generate(
+            *model, prompts[:2], max_new_tokens=6, temperature=1.0, num_samples=2, seed=seed
+        )
+
+    torch.manual_seed(123)
+    first = sample(1)
+    assert all(len(texts) == 2 for texts in first)
+    assert sample(1) == first
+    assert sample(2) != first
+    # The global generator is left as it was: sampling does not shift later randomness.
+    after = torch.rand(1)
+    torch.manual_seed(123)
+    assert torch.equal(torch.rand(1), after)
+
+
+def _record(id: str, split: str, paraphrases: int = 0, perturbed: int = 2) -> QARecord:
+    return QARecord(
+        id=id,
+        subject="Ada Lovelace",
+        question=f"Question {id}?",
+        answer=f"Answer {id}",
+        split=split,
+        paraphrases=tuple(f"Paraphrase {i} of {id}?" for i in range(paraphrases)),
+        perturbed_answers=tuple(f"Wrong {i} {id}" for i in range(perturbed)),
+    )
+
+
+def test_evaluate_model_rows_and_split_means(
+    model: Model, make_cfg: Callable[..., DictConfig]
+) -> None:
+    data = UnlearningData(
+        "tiny",
+        (
+            _record("f1", "forget", paraphrases=2),
+            _record("f2", "forget", paraphrases=1),
+            _record("r1", "retain"),
+            _record("h1", "hard_retain"),
+            _record("g1", "general_retain", perturbed=0),
+        ),
+    )
+    summary, rows = evaluate_model(*model, data, make_cfg().eval, Prompter(), "tiny")
+
+    # forget_facts_retained has no records and retain is not evaluated: neither appears.
+    assert set(summary) == {"forget", "forget_paraphrased", "hard_retain", "general_retain"}
+    for split in ("forget", "forget_paraphrased", "hard_retain"):
+        assert set(summary[split]) == set(METRICS)
+    # Without perturbed answers there is no truth ratio.
+    assert set(summary["general_retain"]) == set(METRICS) - {"truth_ratio"}
+    for values in summary.values():
+        assert all(0.0 <= v <= 1.0 for v in values.values())
+
+    asked = [(r["split"], r["id"], r["question"]) for r in rows]
+    assert asked == [
+        ("forget", "f1", "Question f1?"),
+        ("forget", "f2", "Question f2?"),
+        ("forget_paraphrased", "f1", "Paraphrase 0 of f1?"),
+        ("forget_paraphrased", "f1", "Paraphrase 1 of f1?"),
+        ("forget_paraphrased", "f2", "Paraphrase 0 of f2?"),
+        ("hard_retain", "h1", "Question h1?"),
+        ("general_retain", "g1", "Question g1?"),
+    ]
+    assert all(r["model"] == "tiny" and "generation" in r for r in rows)
+
+
+def test_evaluate_model_rejects_an_unknown_metric(
+    model: Model, make_cfg: Callable[..., DictConfig]
+) -> None:
+    data = UnlearningData("tiny", (_record("f1", "forget"),))
+    eval_cfg = make_cfg("eval.metrics=[rougeL_recall,bleu]").eval
+    with pytest.raises(ValueError, match="bleu"):
+        evaluate_model(*model, data, eval_cfg, Prompter(), "tiny")

@@ -1,0 +1,100 @@
+"""W&B offline tracking and secret hygiene: a sweep's runs must be readable without a server,
+grouped by sweep, and no credential may reach any file a job writes (they get shared and synced).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from omegaconf import DictConfig, open_dict
+
+from benchmarks.job import run_job
+from benchmarks.tracking import read_offline_run, redact
+
+#: Seconds, not minutes: gradient ascent, two optimiser steps each, one loss logged per step.
+QUICK = (
+    "tracking=wandb_offline",
+    "method=grad_ascent",
+    "method.max_steps=2",
+    "method.logging_steps=1",
+    "target.train.max_steps=2",
+)
+SECRET = "SECRET123"
+
+
+def offline_run(job_dir: Path) -> dict[str, Any]:
+    """The one offline W&B run a job left under its output dir, read back locally."""
+    runs = list((job_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, f"expected one offline run under {job_dir}, found {runs}"
+    return read_offline_run(runs[0])
+
+
+def test_offline_run_has_group_config_summary_and_history(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    results = run_job(make_cfg(*QUICK), tmp_path / "job", group="sweep-x")
+    assert results["status"] == "ok"
+    run = offline_run(tmp_path / "job")
+
+    assert run["group"] == "sweep-x"
+    assert run["config"]["method"]["name"] == "grad_ascent"
+    assert run["summary"]["status"] == "ok"
+    leak = results["metrics"]["target"]["forget"]["leak_rate"]
+    assert run["summary"]["target/forget/leak_rate"] == pytest.approx(leak)
+    live = [row for row in run["history"] if "unlearn/forget_loss" in row]
+    assert len(live) >= 2, "each unlearning step's loss should be logged as it happens"
+
+
+def test_jobs_of_one_sweep_share_its_group(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    cfg = make_cfg(*QUICK)
+    for name in ("a", "b"):
+        run_job(cfg, tmp_path / name, group="sweep-x")
+    runs = [offline_run(tmp_path / name) for name in ("a", "b")]
+    assert [run["group"] for run in runs] == ["sweep-x", "sweep-x"]
+    assert runs[0]["id"] != runs[1]["id"]
+
+
+def test_redact_masks_credentials_only() -> None:
+    config = {
+        "api_key": "k",
+        "judge": {"OPENAI_API_KEY": "k", "hf_token": "t", "Password": "p", "url": "http://x"},
+        "items": [{"client_secret": "s", "lr": 0.1}],
+        "eval": {"max_new_tokens": 32, "tokenizer": "byte"},
+        "token": None,
+    }
+    assert redact(config) == {
+        "api_key": "***",
+        "judge": {"OPENAI_API_KEY": "***", "hf_token": "***", "Password": "***", "url": "http://x"},
+        "items": [{"client_secret": "***", "lr": 0.1}],
+        "eval": {"max_new_tokens": 32, "tokenizer": "byte"},
+        "token": None,
+    }
+
+
+def test_secrets_never_reach_a_file(
+    make_cfg: Callable[..., DictConfig],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    isolated_cache: Path,
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", f"sk-test-{SECRET}")
+    cfg = make_cfg(*QUICK)
+    with open_dict(cfg):
+        cfg.api_key = f"sk-test-{SECRET}"
+        cfg.model.hf_token = f"hf-{SECRET}"
+    results = run_job(cfg, tmp_path / "job", group="sweep-x")
+
+    assert results["status"] == "ok"
+    assert json.loads((tmp_path / "job" / "results.json").read_text())["config"]["api_key"] == "***"
+    files = [
+        p for root in (tmp_path / "job", isolated_cache) for p in root.rglob("*") if p.is_file()
+    ]
+    assert any(p.suffix == ".wandb" for p in files)
+    leaked = [str(p) for p in files if SECRET.encode() in p.read_bytes()]
+    assert not leaked, f"secret written to {leaked}"
