@@ -14,7 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from transformers import set_seed
 
-from benchmarks.cache import fingerprint
+from benchmarks.cache import atomic_write_text, fingerprint
 from benchmarks.data import load_data
 from benchmarks.evaluation.evaluate import evaluate_model
 from benchmarks.methods import METHODS, JobContext, load_method_modules
@@ -54,6 +54,12 @@ def run_job(
             f"choose method= from {METHODS.names()}"
         )
     output_dir.mkdir(parents=True, exist_ok=True)
+    key = job_key(config)
+    index = cache_dir(cfg.get("cache_dir")) / "results" / f"{key}.json"
+    if not cfg.get("force"):
+        finished = _finished(index, output_dir)
+        if finished is not None:
+            return finished
     tracker = Tracker(
         cfg.tracking, config, output_dir, name=f"{cfg.method.name}-s{cfg.seed}", group=group
     )
@@ -63,6 +69,7 @@ def run_job(
         "method": cfg.method.name,
         "seed": cfg.seed,
         "config": config,
+        "job_key": key,
     }
     try:
         results.update(_run(cfg, output_dir, tracker, timer))
@@ -74,7 +81,35 @@ def run_job(
             raise
     finally:
         results["timings_s"] = timer.seconds
-        tracker.finish(results)
+        path = tracker.finish(results)
+        if results["status"] == "ok":
+            atomic_write_text(index, json.dumps({"results": str(path.resolve())}))
+    return results
+
+
+#: Config keys that do not change a job's results: where it logs, caches, and whether to re-run.
+NOT_RESULT_SHAPING = ("tracking", "cache_dir", "force")
+
+
+def job_key(config: dict[str, Any]) -> str:
+    """The identity of a job's results: a hash of its resolved config, less where it logs."""
+    return fingerprint({k: v for k, v in config.items() if k not in NOT_RESULT_SHAPING})
+
+
+def _finished(index: Path, output_dir: Path) -> dict[str, Any] | None:
+    """Results of an identical job that already finished, copied into ``output_dir`` (or None)."""
+    if not index.exists():
+        return None
+    source = Path(json.loads(index.read_text("utf-8"))["results"])
+    if not source.exists():
+        return None
+    results = json.loads(source.read_text("utf-8"))
+    if results.get("status") != "ok":
+        return None
+    log.info("Skipping: identical job finished before (%s); force=true re-runs it", source)
+    target = output_dir / "results.json"
+    if source.resolve() != target.resolve():
+        atomic_write_text(target, json.dumps({**results, "reused_from": str(source)}, indent=2))
     return results
 
 
@@ -138,7 +173,5 @@ def _cached_target_eval(cfg, cache, target_info, target, tokenizer, data, prompt
         saved = json.loads(path.read_text("utf-8"))
         return saved["metrics"], saved["rows"]
     metrics, rows = evaluate_model(target, tokenizer, data, cfg.eval, prompter, "target")
-    from benchmarks.cache import atomic_write_text
-
     atomic_write_text(path, json.dumps({"metrics": metrics, "rows": rows}))
     return metrics, rows
