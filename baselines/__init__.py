@@ -1,5 +1,5 @@
 """The baselines, one module each; importing the package registers them."""
 
-from baselines import grad_ascent
+from baselines import dpo, grad_ascent, grad_diff, idk, kl, npo, prompt, simnpo, whp
 
-__all__ = ["grad_ascent"]
+__all__ = ["dpo", "grad_ascent", "grad_diff", "idk", "kl", "npo", "prompt", "simnpo", "whp"]

@@ -17,6 +17,7 @@ from transformers import set_seed
 from benchmarks.cache import atomic_write_text, fingerprint
 from benchmarks.data import load_data
 from benchmarks.evaluation.evaluate import evaluate_model
+from benchmarks.evaluation.suite import ModelRun, check_suite, run_suite
 from benchmarks.methods import METHODS, JobContext, load_method_modules
 from benchmarks.models import cache_dir, load_model
 from benchmarks.prompting import Prompter
@@ -115,6 +116,7 @@ def _finished(index: Path, output_dir: Path) -> dict[str, Any] | None:
 
 def _run(cfg: DictConfig, output_dir: Path, tracker: Tracker, timer: Timer) -> dict[str, Any]:
     set_seed(cfg.seed)
+    check_suite(cfg.eval)
     cache = cache_dir(cfg.get("cache_dir"))
     prompter = Prompter()
     with timer("load_model"):
@@ -146,6 +148,17 @@ def _run(cfg: DictConfig, output_dir: Path, tracker: Tracker, timer: Timer) -> d
         metrics, rows = evaluate_model(
             unlearned.model, tokenizer, data, cfg.eval, unlearned.prompter, "unlearned"
         )
+    suite = run_suite(
+        cfg,
+        cache=cache,
+        data=data,
+        tokenizer=tokenizer,
+        target_info=target_info,
+        target=ModelRun("target", prompter, target_metrics, target_rows),
+        unlearned=ModelRun("unlearned", unlearned.prompter, metrics, rows, unlearned.model),
+        timer=timer,
+        log_fn=tracker.log,
+    )
     return {
         "data": {
             "name": data.name,
@@ -155,6 +168,7 @@ def _run(cfg: DictConfig, output_dir: Path, tracker: Tracker, timer: Timer) -> d
         "metrics": {"target": target_metrics, "unlearned": metrics},
         "method_metrics": unlearned.metrics,
         "generations": target_rows + rows,
+        **suite,
     }
 
 

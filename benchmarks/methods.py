@@ -18,7 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from benchmarks.data.records import QARecord, UnlearningData
 from benchmarks.prompting import Prompter
 from benchmarks.registry import Registry
-from benchmarks.training import Batch, Pair, Reference, train
+from benchmarks.training import Batch, ForgetExample, Pair, Reference, train
 
 
 @dataclass
@@ -71,13 +71,16 @@ class TrainingMethod(Method):
     """A method that is a forget loss on the shared trainer; override the recipe hooks as needed."""
 
     def forget_loss(
-        self, model: PreTrainedModel, batch: Batch, reference: Callable[[], Reference]
+        self,
+        model: PreTrainedModel,
+        batch: Batch | dict[str, Batch],
+        reference: Callable[[], Reference],
     ) -> torch.Tensor:
         raise NotImplementedError
 
     def forget_pairs(
         self, data: UnlearningData, tokenizer: PreTrainedTokenizerBase, ctx: JobContext
-    ) -> list[Pair]:
+    ) -> list[ForgetExample]:
         return qa_pairs(data.forget, tokenizer, ctx.prompter)
 
     def retain_pairs(

@@ -80,8 +80,8 @@ def known_only(
     eval_cfg: Any,
     prompter: Prompter,
 ) -> UnlearningData:
-    """Keep the records the model answers correctly (per the leak test); retain data stays."""
-    asked = [r for r in data.records if r.split != "retain"]
+    """Keep the records the model answers correctly (per the leak test); retain and holdout stay."""
+    asked = [r for r in data.records if r.split not in ("retain", "holdout")]
     answers = generate(
         model,
         tokenizer,
@@ -92,7 +92,7 @@ def known_only(
     )
     known = leak_test_from(eval_cfg.leak).leaks([r.answer for r in asked], [a[0] for a in answers])
     kept = {r.id for r, ok in zip(asked, known, strict=True) if ok}
-    records = [r for r in data.records if r.split == "retain" or r.id in kept]
+    records = [r for r in data.records if r.split in ("retain", "holdout") or r.id in kept]
     if not any(r.split == "forget" for r in records):
         raise DataError(
             "data.only_known=true left no forget question: the base model knows none of them. "
@@ -122,7 +122,7 @@ def prepare_target(
     model, path = finetuned(
         base,
         tokenizer,
-        list(data.records),
+        taught(data),
         cfg.target,
         cache=cache,
         model_key=model_key(cfg),
@@ -132,6 +132,21 @@ def prepare_target(
         log_fn=log_fn,
     )
     return model, data, {"kind": "finetune", "path": str(path)}
+
+
+def taught(data: UnlearningData) -> list[QARecord]:
+    """What the target learns: every record but the holdout (MIA's never-seen questions)."""
+    return [r for r in data.records if r.split != "holdout"]
+
+
+def load_target(cfg: Any, target_info: dict[str, Any], cache: Path) -> PreTrainedModel:
+    """A fresh copy of the prepared target: a method may have changed the one it was given."""
+    from benchmarks.models import load_model, resolve_device
+
+    if target_info["kind"] == "finetune":
+        model = AutoModelForCausalLM.from_pretrained(target_info["path"])
+        return model.to(resolve_device(cfg.device)).eval()
+    return load_model(cfg.model, cache, cfg.device)[0]
 
 
 def model_key(cfg: Any) -> Any:
@@ -146,15 +161,16 @@ def retain_reference(
     cache: Path,
     prompter: Prompter,
     log_fn: Callable[[dict[str, float]], None] | None = None,
-) -> PreTrainedModel:
-    """The base model fine-tuned on everything but the forget set (TOFU's 'retain model')."""
+) -> tuple[PreTrainedModel, Path]:
+    """The base model fine-tuned on what the target learns but the forget set (TOFU's 'retain
+    model'), and where it is cached."""
     from benchmarks.models import load_model
 
     base, tokenizer = load_model(cfg.model, cache, cfg.device)
-    model, _ = finetuned(
+    return finetuned(
         base,
         tokenizer,
-        [r for r in data.records if r.split != "forget"],
+        [r for r in taught(data) if r.split != "forget"],
         cfg.target,
         cache=cache,
         model_key=model_key(cfg),
@@ -163,4 +179,3 @@ def retain_reference(
         kind="reference",
         log_fn=log_fn,
     )
-    return model

@@ -39,6 +39,11 @@ class Pair:
     answer: str
 
 
+#: One forget example: a pair, or named pairs that a loss compares (DPO's chosen and rejected
+#: answers, WHP's original and renamed prompt); the loss then gets a batch per name.
+ForgetExample = Pair | dict[str, Pair]
+
+
 class Reference:
     """The frozen model before this training: a LoRA model's base, or a copy of the full model."""
 
@@ -59,7 +64,10 @@ class ForgetLoss(Protocol):
     """A method's forget term: ``(model, forget batch, lazy reference) -> scalar``."""
 
     def __call__(
-        self, model: PreTrainedModel, batch: Batch, reference: Callable[[], Reference]
+        self,
+        model: PreTrainedModel,
+        batch: Batch | dict[str, Batch],
+        reference: Callable[[], Reference],
     ) -> torch.Tensor: ...
 
 
@@ -93,6 +101,22 @@ def answer_kl(model: PreTrainedModel, batch: Batch, reference: Reference) -> tor
     logp = F.log_softmax(logits[:, :-1].float(), dim=-1)[mask]
     ref_logp = F.log_softmax(ref_logits[:, :-1].float(), dim=-1)[mask]
     return F.kl_div(logp, ref_logp, log_target=True, reduction="batchmean")
+
+
+def encode_example(
+    tokenizer: PreTrainedTokenizerBase, example: ForgetExample, max_length: int
+) -> dict[str, Any]:
+    """Token ids and labels of a pair, or of each named pair of an example."""
+    if isinstance(example, Pair):
+        return encode_pair(tokenizer, example.prompt, example.answer, max_length)
+    return {name: encode_example(tokenizer, pair, max_length) for name, pair in example.items()}
+
+
+def collate(items: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
+    """Pad encoded pairs into a batch, keeping any nesting by name (forget/retain, chosen/...)."""
+    if "input_ids" in items[0]:
+        return pad_encoded(items, pad_id)
+    return {key: collate([item[key] for item in items], pad_id) for key in items[0]}
 
 
 class PairedDataset(Dataset):
@@ -191,7 +215,7 @@ def apply_lora(model: PreTrainedModel, lora_cfg: Any) -> PreTrainedModel:
 def train(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    forget: list[Pair],
+    forget: list[ForgetExample],
     retain: list[Pair],
     forget_loss: ForgetLoss,
     cfg: Any,
@@ -206,8 +230,8 @@ def train(
     weight_decay, max_length and ``lora`` (``enabled``, r, alpha, dropout, target_modules).
     """
 
-    def encode(pairs: list[Pair]) -> list[dict[str, list[int]]]:
-        return [encode_pair(tokenizer, p.prompt, p.answer, cfg.max_length) for p in pairs]
+    def encode(examples: list[ForgetExample]) -> list[dict[str, Any]]:
+        return [encode_example(tokenizer, example, cfg.max_length) for example in examples]
 
     dataset = PairedDataset(encode(forget), encode(retain), seed)
     if cfg.lora.enabled:
@@ -241,9 +265,7 @@ def train(
             model=model,
             args=args,
             train_dataset=dataset,
-            data_collator=lambda items: {
-                key: pad_encoded([item[key] for item in items], pad_id) for key in items[0]
-            },
+            data_collator=lambda items: collate(items, pad_id),
             forget_loss=forget_loss,
             gamma=cfg.get("gamma", 1.0),
             alpha=cfg.get("alpha", 0.0),

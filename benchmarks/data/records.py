@@ -5,8 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-#: What a record is for. ``retain`` trains retain terms; the rest are evaluated.
-RECORD_SPLITS = ("forget", "retain", "hard_retain", "general_retain", "forget_facts_retained")
+#: What a record is for. ``retain`` trains retain terms; ``holdout`` is never trained on, not even
+#: by the target (membership inference tells forget from holdout); the rest are evaluated.
+RECORD_SPLITS = (
+    "forget",
+    "retain",
+    "hard_retain",
+    "general_retain",
+    "forget_facts_retained",
+    "holdout",
+)
 
 
 class DataError(ValueError):

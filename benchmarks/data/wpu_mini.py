@@ -2,7 +2,9 @@
 
 Splits are chosen by person: ``forget_k`` forgets every fact of the first k persons and keeps
 questions on closely related entities (hard retain); ``forget_facts`` forgets only some facts of
-a person and checks that the same person's other facts survive (fine-grained unlearning).
+a person and checks that the same person's other facts survive (fine-grained unlearning). The
+``holdout`` split holds facts of the last persons, whom neither forget nor retain touches: the
+target never learns them, so membership inference can tell them from the forget set.
 """
 
 from __future__ import annotations
@@ -27,6 +29,14 @@ def _record(raw: dict[str, Any], subject: str, split: str) -> QARecord:
         paraphrases=tuple(raw.get("paraphrases", ())),
         perturbed_answers=tuple(raw.get("perturbed_answers", ())),
     )
+
+
+def _persons_for(persons: list[dict[str, Any]], n_facts: int) -> int:
+    """How many persons, counted from the end of the list, hold ``n_facts`` facts."""
+    for count in range(len(persons) + 1):
+        if sum(len(p["facts"]) for p in persons[len(persons) - count :]) >= n_facts:
+            return count
+    return len(persons) + 1
 
 
 def read_raw() -> dict[str, Any]:
@@ -56,19 +66,28 @@ def load_wpu_mini(cfg: Any) -> UnlearningData:
             )
         records += [_record(r, person["name"], "hard_retain") for r in person["hard_retain"]]
 
+    n_holdout_persons = _persons_for(persons, cfg.n_holdout)
+    if n_persons + n_holdout_persons > len(persons):
+        raise DataError(
+            f"wpu_mini: data.n_holdout={cfg.n_holdout} needs the facts of {n_holdout_persons} "
+            f"persons and {split} forgets {n_persons} of {len(persons)}; lower data.n_holdout"
+        )
+    others = persons[n_persons : len(persons) - n_holdout_persons]
     # Retain facts come round-robin from the other persons, so a small n_retain still spans many.
     by_depth = sorted(
-        (
-            (depth, person)
-            for person in persons[n_persons:]
-            for depth in range(len(person["facts"]))
-        ),
+        ((depth, person) for person in others for depth in range(len(person["facts"]))),
         key=lambda pair: pair[0],
     )
     records += [
         _record(person["facts"][depth], person["name"], "retain")
         for depth, person in by_depth[: cfg.n_retain]
     ]
+    held_out = [
+        _record(fact, person["name"], "holdout")
+        for person in persons[len(persons) - n_holdout_persons :]
+        for fact in person["facts"]
+    ]
+    records += held_out[: cfg.n_holdout]
     general = raw["general_retain"][: cfg.n_general_retain]
     records += [_record(r, r["subject"], "general_retain") for r in general]
     return UnlearningData(

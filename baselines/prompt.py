@@ -1,0 +1,23 @@
+"""Prompt baseline: no training, only a system prompt asking the model to forget the subjects.
+
+The model comes back unchanged; what changes is the Prompter the harness evaluates it with. The
+template follows WPU's in-context baseline (RWHP utils.unlearn_prompt, reference/
+unstar_and_wpu_protocol.md §3.4), shortened for a 135M model; `{subjects}` is replaced by the
+dataset's subjects to forget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from benchmarks.methods import METHODS, Method, Unlearned
+
+
+@METHODS.register("prompt")
+class PromptBaseline(Method):
+    def unlearn(self, model, tokenizer, data, ctx) -> Unlearned:
+        # Datasets without a subject list still name the subject of each forget record.
+        subjects = data.subjects_to_forget or tuple(dict.fromkeys(r.subject for r in data.forget))
+        system_prompt = self.cfg.system_prompt.format(subjects=", ".join(subjects))
+        prompter = replace(ctx.prompter, system_prompt=system_prompt)
+        return Unlearned(model, prompter, {"system_prompt": system_prompt})

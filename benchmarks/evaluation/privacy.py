@@ -1,0 +1,135 @@
+"""Membership inference: does the model still treat the forget set like data it was trained on?
+
+Each attack turns an answer's token log-probabilities into a *non-membership* score (higher: looks
+unseen), as open-unlearning does. The AUC of forget (label 0) against holdout questions the target
+never saw (label 1) is then about 1 while the forget set is remembered and 0.5 when it looks as
+unseen as the holdout; privleak compares that AUC with the retain-only reference model's (MUSE).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from benchmarks.prompting import encode_pair, pad_encoded
+from benchmarks.registry import Registry
+
+
+@dataclass(frozen=True)
+class TokenStats:
+    """Per answer token: its log-prob, and the mean and std of log p over the vocabulary there."""
+
+    logprobs: np.ndarray
+    vocab_mean: np.ndarray
+    vocab_std: np.ndarray
+
+
+#: ``score(stats, answer text, k) -> non-membership score``.
+MiaScore = Callable[[TokenStats, str, float], float]
+MIA_SCORES: Registry[MiaScore] = Registry("MIA score")
+
+
+def _lowest_mean(values: np.ndarray, k: float) -> float:
+    """Mean of the lowest ``k`` share of values (at least one)."""
+    count = max(1, int(len(values) * k))
+    return float(np.mean(np.sort(values)[:count]))
+
+
+@MIA_SCORES.register("loss")
+def loss_score(stats: TokenStats, text: str, k: float) -> float:
+    """Mean answer NLL (Yeom et al.)."""
+    return float(-np.mean(stats.logprobs))
+
+
+@MIA_SCORES.register("zlib")
+def zlib_score(stats: TokenStats, text: str, k: float) -> float:
+    """NLL over the zlib-compressed length: discounts answers that are easy for any model."""
+    return loss_score(stats, text, k) / len(zlib.compress(text.encode("utf-8")))
+
+
+@MIA_SCORES.register("min_k")
+def min_k_score(stats: TokenStats, text: str, k: float) -> float:
+    """Min-k% Prob: minus the mean of the lowest k% token log-probs (Shi et al.)."""
+    return -_lowest_mean(stats.logprobs, k)
+
+
+@MIA_SCORES.register("min_k_plus_plus")
+def min_k_plus_plus_score(stats: TokenStats, text: str, k: float) -> float:
+    """Min-k%++: token log-probs standardised by the vocabulary's moments, then Min-k% (Zhang et al.)."""
+    standardised = (stats.logprobs - stats.vocab_mean) / stats.vocab_std
+    return -_lowest_mean(standardised, k)
+
+
+def auc(forget_scores: Sequence[float], holdout_scores: Sequence[float]) -> float:
+    """ROC-AUC of telling holdout (1) from forget (0) by the score; 1: the forget set is remembered."""
+    labels = [0] * len(forget_scores) + [1] * len(holdout_scores)
+    return float(roc_auc_score(labels, [*forget_scores, *holdout_scores]))
+
+
+def privleak(auc_model: float, auc_reference: float) -> float | None:
+    """MUSE/open-unlearning PrivLeak in %: about 0 is ideal, −100 under-, positive over-unlearning."""
+    if auc_reference >= 1.0:
+        return None
+    return ((1 - auc_model) - (1 - auc_reference)) / (1 - auc_reference) * 100
+
+
+@torch.no_grad()
+def answer_token_stats(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    answers: Sequence[str],
+    *,
+    batch_size: int = 16,
+) -> list[TokenStats]:
+    """One scoring pass: every answer's token log-probs with the vocabulary moments min-k%++ needs."""
+    encoded = [encode_pair(tokenizer, p, a) for p, a in zip(prompts, answers, strict=True)]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]["input_ids"]))
+    stats: list[TokenStats | None] = [None] * len(encoded)
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            tensors = pad_encoded([encoded[i] for i in batch], tokenizer.pad_token_id, side="right")
+            tensors = {k: v.to(model.device) for k, v in tensors.items()}
+            logits = model(
+                input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"]
+            ).logits
+            logprobs = F.log_softmax(logits[:, :-1].float(), dim=-1)
+            labels = tensors["labels"][:, 1:]
+            mask = labels != -100
+            token_lp = logprobs.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+            probs = logprobs.exp()
+            mean = (probs * logprobs).sum(-1)
+            std = ((probs * logprobs.square()).sum(-1) - mean.square()).clamp(min=1e-12).sqrt()
+            for row, i in enumerate(batch):
+                keep = mask[row]
+                stats[i] = TokenStats(
+                    token_lp[row][keep].cpu().numpy(),
+                    mean[row][keep].cpu().numpy(),
+                    std[row][keep].cpu().numpy(),
+                )
+    finally:
+        model.train(was_training)
+    return [s for s in stats if s is not None]
+
+
+def mia_aucs(
+    forget: Sequence[tuple[TokenStats, str]], holdout: Sequence[tuple[TokenStats, str]], k: float
+) -> dict[str, float]:
+    """The forget-vs-holdout AUC of every registered attack."""
+    return {
+        name: auc(
+            [MIA_SCORES.get(name)(s, text, k) for s, text in forget],
+            [MIA_SCORES.get(name)(s, text, k) for s, text in holdout],
+        )
+        for name in MIA_SCORES.names()
+    }

@@ -1,0 +1,421 @@
+"""The evaluation suite beyond the per-split means: attacks, membership inference, TOFU's
+metrics, fine-grained retention and the five WPU criteria (``eval.suite`` selects them).
+
+Each family runs for the target and the unlearned model, starting from the rows
+:func:`~benchmarks.evaluation.evaluate.evaluate_model` already produced: the judge reads those
+generations, attacks that only change the prompt reuse any answer already generated, and each
+family adds only the model passes it needs (an MIA scoring pass, an attack's own prompts). The
+retain-only reference model (TOFU forget quality, privleak) and the target's suite results are
+cached like the target itself, so a sweep computes them once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from functools import cached_property, partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import OmegaConf
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from benchmarks.cache import atomic_write_text, fingerprint
+from benchmarks.data.records import UnlearningData
+from benchmarks.evaluation import metrics
+from benchmarks.evaluation.attacks import ATTACKS, Victim
+from benchmarks.evaluation.criteria import criteria, submetrics
+from benchmarks.evaluation.evaluate import METRICS, evaluate_model, leak_test_from
+from benchmarks.evaluation.fine_grained import fine_grained
+from benchmarks.evaluation.generation import generate
+from benchmarks.evaluation.judges import JUDGES, Judge, Judged, JudgeEnv, JudgeError, build_judge
+from benchmarks.evaluation.privacy import answer_token_stats, mia_aucs, privleak
+from benchmarks.evaluation.tofu import (
+    FORGOTTEN_SPLITS,
+    forget_quality,
+    model_utility,
+    truth_ratio_score,
+)
+from benchmarks.prompting import Prompter
+from benchmarks.registry import Registry
+from benchmarks.target import load_target, retain_reference
+
+log = logging.getLogger(__name__)
+
+Timer = Callable[[str], AbstractContextManager[None]]
+
+#: Families run in this order whatever order ``eval.suite`` lists them in: criteria read the
+#: attack rows.
+ORDER = ("attacks", "privacy", "tofu", "fine_grained", "criteria")
+
+#: The splits and per-question metrics each family reads from ``evaluate_model``'s rows.
+NEEDS: dict[str, tuple[set[str], set[str]]] = {
+    "criteria": ({"forget", "hard_retain", "general_retain"}, {"rougeL_recall", "leak_rate"}),
+    "tofu": ({"forget"}, {"answer_prob", "rougeL_recall", "truth_ratio"}),
+    "fine_grained": ({"forget", "forget_facts_retained"}, {"rougeL_recall", "leak_rate"}),
+}
+
+
+@dataclass
+class ModelRun:
+    """One evaluated model and its rows; the suite adds judge scores and attack rows to them."""
+
+    label: str
+    prompter: Prompter
+    metrics: dict[str, dict[str, float]]
+    rows: list[dict[str, Any]]
+    model: PreTrainedModel | None = None  # None: the prepared target, reloaded when needed
+
+
+def check_suite(eval_cfg: Any) -> None:
+    """Fail before any model work if ``eval`` selects a family its splits or metrics cannot feed."""
+    unknown = set(eval_cfg.suite) - set(ORDER)
+    if unknown:
+        raise ValueError(f"eval.suite has unknown {sorted(unknown)}; choose from {list(ORDER)}")
+    for name in eval_cfg.attacks if "attacks" in eval_cfg.suite else ():
+        ATTACKS.get(name)
+    if "criteria" in eval_cfg.suite:
+        JUDGES.get(eval_cfg.judge.kind)
+    for family in eval_cfg.suite:
+        splits, wanted = NEEDS.get(family, (set(), set()))
+        if family == "tofu":
+            splits = splits | set(eval_cfg.tofu.utility_splits)
+        missing = sorted(splits - set(eval_cfg.splits)) + sorted(wanted - set(eval_cfg.metrics))
+        if missing:
+            raise ValueError(
+                f"eval.suite has {family!r}, which reads {missing} from the evaluation; add them "
+                f"to eval.splits / eval.metrics (metrics: {list(METRICS)}) or drop {family!r}"
+            )
+
+
+Family = Callable[["Suite", ModelRun], dict[str, Any]]
+FAMILIES: Registry[Family] = Registry("eval suite family")
+
+
+class Suite:
+    """The shared state of one job's suite: data, the original model, the judge, the reference."""
+
+    def __init__(
+        self,
+        cfg: Any,
+        *,
+        cache: Path,
+        data: UnlearningData,
+        tokenizer: PreTrainedTokenizerBase,
+        target_info: dict[str, Any],
+        runs: dict[str, ModelRun],
+        timer: Timer,
+        log_fn: Callable[[dict[str, float]], None] | None = None,
+    ) -> None:
+        self.cfg, self.eval = cfg, cfg.eval
+        self.cache, self.data, self.tokenizer = cache, data, tokenizer
+        self.target_info, self.runs, self.timer, self.log_fn = target_info, runs, timer, log_fn
+        self.families = [f for f in ORDER if f in self.eval.suite]
+        self.errors: dict[str, str] = {}
+        self._answers: dict[str, dict[str, str]] = {}
+
+    # -- shared resources, built on first use --
+
+    @cached_property
+    def original(self) -> PreTrainedModel:
+        """The target as prepared, before unlearning: the model fluency is measured under."""
+        return load_target(self.cfg, self.target_info, self.cache)
+
+    def model(self, run: ModelRun) -> PreTrainedModel:
+        return run.model if run.model is not None else self.original
+
+    @cached_property
+    def judge(self) -> Judge:
+        env = JudgeEnv(
+            leak_test=leak_test_from(self.eval.leak),
+            tokenizer=self.tokenizer,
+            original=lambda: self.original,
+            prompter=self.runs["target"].prompter,
+            batch_size=self.eval.batch_size,
+        )
+        return build_judge(self.eval.judge, env)
+
+    def answer(self, run: ModelRun, prompts: list[str]) -> list[str]:
+        """Greedy answers as the evaluation generates them, reusing any already generated."""
+        known = self._answers.get(run.label)
+        if known is None:
+            known = {
+                run.prompter(self.tokenizer, row["question"]): row["generation"]
+                for row in run.rows
+                if "generation" in row and not row["split"].startswith("attack/")
+            }
+            self._answers[run.label] = known
+        missing = sorted({p for p in prompts if p not in known})
+        if missing:
+            fresh = generate(
+                self.model(run),
+                self.tokenizer,
+                missing,
+                max_new_tokens=self.eval.max_new_tokens,
+                batch_size=self.eval.batch_size,
+                desc=f"suite {run.label}: generate",
+            )
+            known.update(zip(missing, (f[0] for f in fresh), strict=True))
+        return [known[p] for p in prompts]
+
+    def mia(self, model: PreTrainedModel, prompter: Prompter) -> dict[str, float]:
+        """Forget-vs-holdout AUC of each MIA score, from one scoring pass."""
+        forget, holdout = self.data.forget, self.data.split("holdout")
+        records = [*forget, *holdout]
+        stats = answer_token_stats(
+            model,
+            self.tokenizer,
+            [prompter(self.tokenizer, r.question) for r in records],
+            [r.answer for r in records],
+            batch_size=self.eval.batch_size,
+        )
+        scored = list(zip(stats, (r.answer for r in records), strict=True))
+        return mia_aucs(scored[: len(forget)], scored[len(forget) :], self.eval.privacy.k)
+
+    @cached_property
+    def reference(self) -> dict[str, Any] | None:
+        """The retain-only model's forget truth ratios and MIA AUCs (target=finetune only)."""
+        if self.target_info["kind"] != "finetune" or not {"tofu", "privacy"} & set(self.families):
+            return None
+        prompter = self.runs["target"].prompter
+        with self.timer("suite/reference"):
+            model, path = retain_reference(
+                self.cfg, self.data, cache=self.cache, prompter=prompter, log_fn=self.log_fn
+            )
+            key = fingerprint(str(path), self._eval_config(), [r.id for r in self.data.records])
+            saved = self.cache / "evals" / f"reference-{key}.json"
+            if saved.exists():
+                return json.loads(saved.read_text("utf-8"))
+            result: dict[str, Any] = {}
+            if "tofu" in self.families:
+                scoring = OmegaConf.merge(
+                    self.eval, {"splits": ["forget"], "metrics": ["answer_prob", "truth_ratio"]}
+                )
+                _, rows = evaluate_model(
+                    model, self.tokenizer, self.data, scoring, prompter, "reference"
+                )
+                result["forget_truth_ratios"] = [
+                    r["truth_ratio_R"] for r in rows if "truth_ratio_R" in r
+                ]
+            if "privacy" in self.families and self.data.split("holdout"):
+                result["auc"] = self.mia(model, prompter)
+            atomic_write_text(saved, json.dumps(result))
+            return result
+
+    # -- running --
+
+    def _eval_config(self) -> Any:
+        return OmegaConf.to_container(self.eval, resolve=True)
+
+    def evaluate(self, run: ModelRun) -> dict[str, Any]:
+        """Every selected family for one model: result key -> this model's value."""
+        saved = self._target_cache(run)
+        if saved is not None and saved.exists():
+            stored = json.loads(saved.read_text("utf-8"))
+            run.rows[:] = stored["rows"]
+            return stored["results"]
+        results: dict[str, Any] = {}
+        errors_before = len(self.errors)
+        for family in self.families:
+            with self.timer(f"suite/{family}/{run.label}"):
+                results.update(FAMILIES.get(family)(self, run))
+        if saved is not None and len(self.errors) == errors_before:
+            atomic_write_text(saved, json.dumps({"results": results, "rows": run.rows}))
+        return results
+
+    def _target_cache(self, run: ModelRun) -> Path | None:
+        """Where the fine-tuned target's suite results are kept: they are the same all sweep."""
+        if run.label != "target" or self.target_info["kind"] != "finetune":
+            return None
+        key = fingerprint(
+            self.target_info["path"],
+            self._eval_config(),
+            [r.id for r in self.data.records],
+            run.prompter.system_prompt,
+        )
+        return self.cache / "evals" / f"suite-target-{key}.json"
+
+
+def run_suite(
+    cfg: Any,
+    *,
+    cache: Path,
+    data: UnlearningData,
+    tokenizer: PreTrainedTokenizerBase,
+    target_info: dict[str, Any],
+    target: ModelRun,
+    unlearned: ModelRun,
+    timer: Timer,
+    log_fn: Callable[[dict[str, float]], None] | None = None,
+) -> dict[str, Any]:
+    """The suite's results keys (``criteria``, ``attacks``, ...), each ``{model label: value}``.
+
+    A judge failure does not lose results: the rows keep the scores given so far, the affected
+    criteria are None, and the error is recorded under ``eval_errors``.
+    """
+    runs = {"target": target, "unlearned": unlearned}
+    suite = Suite(
+        cfg,
+        cache=cache,
+        data=data,
+        tokenizer=tokenizer,
+        target_info=target_info,
+        runs=runs,
+        timer=timer,
+        log_fn=log_fn,
+    )
+    if not suite.families:
+        return {}
+    results: dict[str, dict[str, Any]] = defaultdict(dict)
+    for run in runs.values():
+        for key, value in suite.evaluate(run).items():
+            results[key][run.label] = value
+    reference = suite.reference
+    if reference and "tofu" in suite.families:
+        ratios = reference["forget_truth_ratios"]
+        results["tofu"]["reference"] = {
+            "truth_ratio": {"forget": truth_ratio_score(ratios, forgotten=True) if ratios else None}
+        }
+    if reference and "auc" in reference:
+        results["privacy"]["reference"] = {"auc": reference["auc"]}
+    if suite.errors:
+        results["eval_errors"] = suite.errors
+    return dict(results)
+
+
+# -- families ----------------------------------------------------------------------------------
+
+
+@FAMILIES.register("attacks")
+def attacks_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
+    """Leak rate and ROUGE-L recall under each configured attack; its rows join the generations."""
+    victim = Victim(
+        model=suite.model(run),
+        tokenizer=suite.tokenizer,
+        prompter=run.prompter,
+        answer=partial(suite.answer, run),
+        max_new_tokens=suite.eval.max_new_tokens,
+        batch_size=suite.eval.batch_size,
+    )
+    leak_test = leak_test_from(suite.eval.leak)
+    summary: dict[str, dict[str, float | None]] = {}
+    for name, attack_cfg in suite.eval.attacks.items():
+        with suite.timer(f"suite/attack:{name}/{run.label}"):
+            probes = ATTACKS.get(name)(victim, suite.data, attack_cfg)
+        leaks = leak_test.leaks([p.record.answer for p in probes], [p.generation for p in probes])
+        rows = [
+            {
+                "model": run.label,
+                "split": f"attack/{name}",
+                "id": p.record.id,
+                "question": p.question,
+                "answer": p.record.answer,
+                "generation": p.generation,
+                "rougeL_recall": metrics.rougeL_recall(p.record.answer, p.generation),
+                "leak_rate": float(leak),
+            }
+            for p, leak in zip(probes, leaks, strict=True)
+        ]
+        run.rows.extend(rows)
+        summary[name] = {
+            "leak_rate": _mean(r["leak_rate"] for r in rows),
+            "rougeL_recall": _mean(r["rougeL_recall"] for r in rows),
+            "n": len(rows),
+        }
+    return {"attacks": summary}
+
+
+@FAMILIES.register("privacy")
+def privacy_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
+    """MIA AUCs forget vs holdout, and privleak against the retain-only reference."""
+    if not suite.data.split("holdout"):
+        return {
+            "privacy": {"skipped": "the data has no holdout split (questions never trained on)"}
+        }
+    aucs = suite.mia(suite.model(run), run.prompter)
+    result: dict[str, Any] = {"auc": aucs}
+    reference = suite.reference
+    if reference and "auc" in reference:
+        result["privleak"] = {name: privleak(aucs[name], reference["auc"][name]) for name in aucs}
+    return {"privacy": result}
+
+
+@FAMILIES.register("tofu")
+def tofu_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
+    """Truth ratio per split, forget quality against the retain-only reference, model utility."""
+    ratios: dict[str, list[float]] = defaultdict(list)
+    for row in run.rows:
+        if "truth_ratio_R" in row:
+            ratios[row["split"]].append(row["truth_ratio_R"])
+    result: dict[str, Any] = {
+        "truth_ratio": {
+            split: truth_ratio_score(values, forgotten=split in FORGOTTEN_SPLITS)
+            for split, values in ratios.items()
+        },
+        "model_utility": model_utility(run.metrics, suite.eval.tofu.utility_splits),
+        "forget_quality": None,
+    }
+    reference = suite.reference
+    if reference and reference["forget_truth_ratios"] and ratios.get("forget"):
+        result.update(forget_quality(ratios["forget"], reference["forget_truth_ratios"]))
+    return {"tofu": result}
+
+
+@FAMILIES.register("fine_grained")
+def fine_grained_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
+    """Retention of the forgotten persons' other facts (only ``data.split=forget_facts`` has them)."""
+    result = fine_grained(run.rows, suite.runs["target"].rows)
+    return {"fine_grained": result or {"skipped": "no kept facts of forgotten persons in the data"}}
+
+
+@FAMILIES.register("criteria")
+def criteria_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
+    """The five WPU criteria and their sub-metrics, after the judge has scored the rows."""
+    _judge_rows(suite, run)
+    attacks = list(suite.eval.attacks) if "attacks" in suite.families else []
+    subs = submetrics(run.rows, attacks)
+    return {"criteria": criteria(subs), "criteria_submetrics": subs}
+
+
+def _judge_rows(suite: Suite, run: ModelRun) -> None:
+    """Write the judge's scores into the rows, task by task; on a JudgeError keep what was
+    scored, record the error and stop judging this model."""
+    subjects = {r.id: r.subject for r in suite.data.records}
+
+    def rows_of(*splits: str) -> list[dict[str, Any]]:
+        return [r for r in run.rows if r["split"] in splits]
+
+    attack_splits = tuple(f"attack/{name}" for name in suite.eval.attacks)
+    judge = suite.judge
+    tasks = [
+        ("judge_privacy", rows_of("forget", *attack_splits), judge.privacy),
+        ("judge_reject", rows_of("forget"), judge.rejects),
+        ("judge_quality", rows_of("forget"), partial(judge.quality, forgotten=True)),
+        ("judge_quality", rows_of("hard_retain"), partial(judge.quality, forgotten=False)),
+    ]
+    for key, rows, score in tasks:
+        if not rows:
+            continue
+        items = [
+            Judged(r["question"], r["answer"], r["generation"], subjects[r["id"]]) for r in rows
+        ]
+        try:
+            values = score(items)
+        except JudgeError as err:
+            for row, value in zip(rows, err.scores, strict=False):
+                row[key] = float(value)
+            suite.errors[f"{run.label}/criteria"] = f"JudgeError: {err}"
+            log.error("Judge failed on %s (%s); scores so far are kept: %s", run.label, key, err)
+            return
+        for row, value in zip(rows, values, strict=True):
+            row[key] = float(value)
+
+
+def _mean(values: Any) -> float | None:
+    values = list(values)
+    return float(np.mean(values)) if values else None

@@ -1,0 +1,212 @@
+"""analysis.collect on synthetic sweeps with known numbers: the tables must give exactly the means,
+stds and normalised values a reader would compute by hand, and never drop a failed or missing job.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+from omegaconf import OmegaConf
+
+from analysis.collect import criteria, main, normalise, read_sweep, summarise
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Per method, per seed 0..2: the five criteria (UE, MU, RQ, HA, AR) of the unlearned model.
+KNOWN = {
+    "grad_ascent": [
+        (0.8, 0.2, 0.5, 0.6, 0.3),
+        (0.9, 0.3, 0.5, 0.6, 0.4),
+        (1.0, 0.4, 0.5, 0.6, 0.5),
+    ],
+    "unstar": [
+        (0.5, 0.6, 1.0, 0.9, 0.6),
+        (0.6, 0.6, 0.9, 0.9, 0.7),
+        (0.7, 0.6, 0.8, 0.9, 0.8),
+    ],
+}
+NAMES = (
+    "unlearning_efficacy",
+    "model_utility",
+    "response_quality",
+    "hallucination_avoidance",
+    "adversarial_robustness",
+)
+
+
+def write_job(
+    sweep: Path, num: int, overrides: dict[str, Any], results: dict[str, Any] | None
+) -> Path:
+    """A job directory as run.py leaves it: ``.hydra`` record, and ``results.json`` unless killed."""
+    job_dir = sweep / f"{num}_{','.join(f'{k}={v}' for k, v in overrides.items())}"
+    node = OmegaConf.create(
+        {
+            "seed": overrides["seed"],
+            "method": {"name": overrides["method"], "lr": 1e-5},
+            "data": {"name": "wpu_mini", "split": "forget_2"},
+            "tracking": {"wandb": {"enabled": False, "project": "unstar-bench"}},
+        }
+    )
+    for key, value in overrides.items():
+        if key not in ("method", "seed"):  # the group choice and the seed are set above
+            OmegaConf.update(node, key, value)
+    config = OmegaConf.to_container(node)
+    (job_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(config, job_dir / ".hydra" / "config.yaml")
+    OmegaConf.save(
+        [f"{k}={v}" for k, v in overrides.items()], job_dir / ".hydra" / "overrides.yaml"
+    )
+    if results is not None:
+        record = {"method": overrides["method"], "seed": overrides["seed"], "config": config}
+        (job_dir / "results.json").write_text(json.dumps({**record, **results}))
+    return job_dir
+
+
+def write_multirun(sweep: Path, task: list[str]) -> None:
+    sweeper = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+    hydra = {"sweeper": {"_target_": sweeper}, "overrides": {"task": task}, "sweep": {"dir": "x"}}
+    OmegaConf.save({"hydra": hydra}, sweep / "multirun.yaml")
+
+
+def ok_results(values: tuple[float, ...], seed: int) -> dict[str, Any]:
+    leak = 0.1 * seed
+    return {
+        "status": "ok",
+        "criteria": dict(zip(NAMES, values, strict=True)),
+        "metrics": {
+            "target": {"forget": {"leak_rate": 1.0, "rougeL_recall": 1.0}},
+            "unlearned": {"forget": {"leak_rate": leak, "rougeL_recall": 0.5}},
+        },
+        "timings_s": {"unlearn": 10.0 + seed, "eval_unlearned": 5.0},
+    }
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    """2 methods × seeds 0..3: seeds 0..2 finished; grad_ascent's seed 3 failed, unstar's killed."""
+    root = tmp_path / "sweep"
+    root.mkdir()
+    write_multirun(root, ["method=grad_ascent,unstar", "seed=0,1,2,3"])
+    num = 0
+    for method, rows in KNOWN.items():
+        for seed, values in enumerate(rows):
+            write_job(root, num, {"method": method, "seed": seed}, ok_results(values, seed))
+            num += 1
+        last = {"status": "failed", "error": "RuntimeError: boom"} if num < 4 else None
+        write_job(root, num, {"method": method, "seed": 3}, last)
+        num += 1
+    return root
+
+
+def test_means_stds_and_normalised_values_are_the_known_ones(sweep: Path) -> None:
+    summary = summarise(read_sweep(sweep).jobs)
+
+    assert list(summary.index) == ["grad_ascent", "unstar"]
+    assert list(summary["n"]) == [3, 3]
+    assert summary.loc["grad_ascent", "criteria/unlearning_efficacy mean"] == pytest.approx(0.9)
+    assert summary.loc["grad_ascent", "criteria/unlearning_efficacy std"] == pytest.approx(0.1)
+    assert summary.loc["unstar", "criteria/model_utility std"] == pytest.approx(0.0)
+    assert summary.loc["unstar", "criteria/response_quality mean"] == pytest.approx(0.9)
+    assert summary.loc["grad_ascent", "unlearned/forget/leak_rate mean"] == pytest.approx(0.1)
+    assert summary.loc["grad_ascent", "unlearned/forget/leak_rate std"] == pytest.approx(0.1)
+    assert summary.loc["unstar", "time/unlearn mean"] == pytest.approx(11.0)
+
+    normalised = normalise(summary)
+    expected = {
+        "grad_ascent": [100, 50, 0.5 / 0.9 * 100, 0.6 / 0.9 * 100, 0.4 / 0.7 * 100],
+        "unstar": [0.6 / 0.9 * 100, 100, 100, 100, 100],
+    }
+    for method, values in expected.items():
+        got = [normalised.loc[method, f"{name} mean"] for name in NAMES]
+        assert got == pytest.approx(values)
+    assert normalised.loc["grad_ascent", "unlearning_efficacy std"] == pytest.approx(100 / 9)
+
+
+def test_cli_reports_failed_and_missing_jobs_and_writes_tables_and_plots(
+    sweep: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([str(sweep)]) == 0
+    printed = capsys.readouterr().out
+    out = sweep / "analysis"
+
+    assert "8 jobs" in printed and "6 ok, 1 failed, 1 missing" in printed
+    assert "RuntimeError: boom" in printed and "no results.json" in printed
+    problems = (out / "problems.csv").read_text()
+    assert "7_method=unstar,seed=3" in problems and "3_method=grad_ascent,seed=3" in problems
+    assert "0.900 ± 0.100" in (out / "summary.md").read_text()
+    assert "100.0 ± 11.1" in (out / "normalised.md").read_text()
+    assert "\\toprule" in (out / "summary.tex").read_text()
+    jobs = (out / "jobs.csv").read_text().splitlines()
+    assert len(jobs) == 1 + 8 and "unlearned/forget/leak_rate" in jobs[0]
+    for plot in ("criteria_bars", "criteria_radar", "efficacy_vs_utility"):
+        png = out / f"{plot}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_jobs_that_never_started_are_reported(sweep: Path) -> None:
+    for job_dir in sweep.glob("7_*"):
+        for path in sorted(job_dir.rglob("*"), reverse=True):
+            path.unlink() if path.is_file() else path.rmdir()
+        job_dir.rmdir()
+    problems = read_sweep(sweep).problems
+
+    never = problems[problems["error"].str.startswith("never started")]
+    assert list(never["overrides"]) == ["method=unstar,seed=3"]
+    assert list(never["method"]) == ["unstar"]
+
+
+def test_an_ablation_gives_one_row_per_variant(tmp_path: Path) -> None:
+    num = 0
+    for rationale, ue in (("true", 0.8), ("false", 0.4)):
+        for seed in (0, 1):
+            overrides = {"method": "unstar", "method.rationale": rationale, "seed": seed}
+            write_job(tmp_path, num, overrides, ok_results((ue, 0.5, 0.5, 0.5, 0.5), seed))
+            num += 1
+    write_job(tmp_path, num, {"method": "grad_ascent", "seed": 0}, ok_results((0.1,) * 5, 0))
+    summary = summarise(read_sweep(tmp_path).jobs)
+
+    assert list(summary.index) == [
+        "unstar (method.rationale=true)",
+        "unstar (method.rationale=false)",
+        "grad_ascent",
+    ]
+    assert list(summary["criteria/unlearning_efficacy mean"]) == pytest.approx([0.8, 0.4, 0.1])
+
+
+def test_criteria_fall_back_to_metrics_until_the_evaluation_reports_them() -> None:
+    flat = {
+        "unlearned/forget/rougeL_recall": 0.2,
+        "unlearned/forget/leak_rate": 0.5,
+        "unlearned/forget_paraphrased/rougeL_recall": 1.0,
+        "unlearned/forget_paraphrased/leak_rate": 0.0,
+        "unlearned/hard_retain/rougeL_recall": 0.5,
+        "unlearned/general_retain/rougeL_recall": 1.0,
+    }
+    derived = criteria(flat)
+    assert derived["unlearning_efficacy"] == pytest.approx(2 / (1 / 0.8 + 1 / 0.5))
+    assert derived["model_utility"] == pytest.approx(2 / 3)
+    assert derived["adversarial_robustness"] == 0.0
+    assert math.isnan(derived["response_quality"]) and math.isnan(
+        derived["hallucination_avoidance"]
+    )
+
+    reported = criteria({**flat, **{f"criteria/{name}": 0.25 for name in NAMES}})
+    assert reported == dict.fromkeys(NAMES, 0.25)
+
+
+def test_the_report_notebook_executes_on_a_sweep(sweep: Path) -> None:
+    notebook = nbformat.read(ROOT / "analysis" / "report.ipynb", as_version=4)
+    assert notebook.cells[0].source.startswith("SWEEP_DIR =")
+    notebook.cells[0].source = f"SWEEP_DIR = {str(sweep)!r}"
+    NotebookClient(notebook, timeout=120, resources={"metadata": {"path": str(ROOT)}}).execute()
+
+    outputs = [out for cell in notebook.cells for out in cell.get("outputs", [])]
+    text = "\n".join(str(out.get("data", {}).get("text/markdown", "")) for out in outputs)
+    assert "grad_ascent" in text and "0.900 ± 0.100" in text and "100.0 ± 11.1" in text
+    assert sum("image/png" in out.get("data", {}) for out in outputs) == 3
+    assert any("RuntimeError: boom" in str(out.get("data", {})) for out in outputs)

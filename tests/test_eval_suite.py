@@ -1,0 +1,284 @@
+"""The evaluation suite on the tiny random model: a job with every family and attack reports every
+key, a failing judge loses no results, the reference's forget quality against itself is 1, a
+model that memorised the forget set is told from the holdout, and the attacks' mechanics."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import DictConfig, OmegaConf
+from test_eval_judges import FakeJudgeServer
+
+from benchmarks.data import load_data
+from benchmarks.evaluation import suite as suite_module
+from benchmarks.evaluation.attacks import ATTACKS, Victim, _generate_with, many_shot_prompt
+from benchmarks.evaluation.criteria import CRITERIA
+from benchmarks.evaluation.evaluate import evaluate_model
+from benchmarks.evaluation.privacy import MIA_SCORES
+from benchmarks.evaluation.suite import ModelRun, Suite, check_suite, tofu_family
+from benchmarks.job import run_job
+from benchmarks.models import cache_dir, load_model
+from benchmarks.prompting import Prompter, encode_pair, pad_encoded
+from benchmarks.target import retain_reference, taught
+from benchmarks.training import mean_nll
+
+#: Seconds, not minutes: two optimiser steps for the target and the method, tiny attacks.
+QUICK = (
+    "method=grad_ascent",
+    "method.max_steps=2",
+    "target.train.max_steps=2",
+    "eval.attacks.many_shot.shots=4",
+)
+FULL = (
+    "eval=full",
+    "data.split=forget_facts",
+    "eval.attacks.relearn.steps=2",
+    "eval.attacks.soft_prompt.steps=2",
+    "eval.attacks.soft_prompt.tokens=2",
+)
+
+
+def test_a_job_with_the_full_suite_reports_every_family(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    results = run_job(make_cfg(*QUICK, *FULL), tmp_path / "job")
+    assert results["status"] == "ok" and "eval_errors" not in results
+    assert (
+        json.loads((tmp_path / "job" / "results.json").read_text())["criteria"]
+        == (results["criteria"])
+    )
+    attacks = ["paraphrase", "many_shot", "relearn", "soft_prompt"]
+    for model in ("target", "unlearned"):
+        assert tuple(results["criteria"][model]) == CRITERIA
+        assert all(0.0 <= v <= 1.0 for v in results["criteria"][model].values())
+        assert set(results["criteria_submetrics"][model]) == set(CRITERIA)
+        assert list(results["attacks"][model]) == attacks
+        for summary in results["attacks"][model].values():
+            assert set(summary) == {"leak_rate", "rougeL_recall", "n"} and summary["n"] > 0
+        tofu = results["tofu"][model]
+        assert {"truth_ratio", "forget_quality", "ks_statistic", "model_utility"} <= set(tofu)
+        assert 0.0 <= tofu["forget_quality"] <= 1.0
+        privacy = results["privacy"][model]
+        assert set(privacy["auc"]) == set(privacy["privleak"]) == set(MIA_SCORES.names())
+        assert {"retention", "forgotten", "score"} <= set(results["fine_grained"][model])
+        for name in ("attacks", "privacy", "tofu", "criteria"):
+            assert f"suite/{name}/{model}" in results["timings_s"]
+    assert set(results["privacy"]["reference"]["auc"]) == set(MIA_SCORES.names())
+    assert results["data"]["counts"]["holdout"] == 10
+
+    rows = results["generations"]
+    for model in ("target", "unlearned"):
+        splits = {r["split"] for r in rows if r["model"] == model}
+        assert {f"attack/{a}" for a in attacks} <= splits
+        forget = [r for r in rows if r["model"] == model and r["split"] == "forget"]
+        assert all({"judge_privacy", "judge_quality", "judge_reject"} <= set(r) for r in forget)
+
+
+#: A small suite on few splits: the jobs below test plumbing, not the families.
+SMALL = (
+    "eval.splits=[forget,hard_retain,general_retain]",
+    "eval.metrics=[rougeL_recall,leak_rate]",
+    "eval.suite=[attacks,criteria]",
+    "~eval.attacks.paraphrase",
+)
+
+
+def test_the_targets_suite_results_are_computed_once_per_sweep(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    first = run_job(make_cfg(*QUICK, *SMALL), tmp_path / "a")
+    second = run_job(make_cfg(*QUICK, *SMALL, "seed=1"), tmp_path / "b")
+    assert "suite/attacks/target" in first["timings_s"]
+    assert "suite/attacks/target" not in second["timings_s"]
+    assert second["criteria"]["target"] == first["criteria"]["target"]
+    assert second["attacks"]["target"] == first["attacks"]["target"]
+    target_rows = [r for r in second["generations"] if r["model"] == "target"]
+    assert any(r["split"] == "attack/many_shot" for r in target_rows)
+
+
+def test_a_failing_judge_loses_no_results(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    server = FakeJudgeServer()
+    server.mode, server.fail_after = "malformed", 3
+    try:
+        cfg = make_cfg(
+            *QUICK,
+            *SMALL,
+            "eval.judge.kind=openai",
+            f"eval.judge.url={server.url}",
+            "eval.judge.retries=0",
+        )
+        results = run_job(cfg, tmp_path / "job")
+    finally:
+        server.close()
+
+    assert results["status"] == "ok"
+    assert "malformed judge reply" in results["eval_errors"]["target/criteria"]
+    assert results["attacks"]["unlearned"]["many_shot"]["n"] == 10  # other families ran
+    target = results["criteria"]["target"]
+    assert tuple(target) == CRITERIA
+    assert target["unlearning_efficacy"] is None  # its privacy was judged for 3 of 10 rows only
+    assert target["model_utility"] is not None  # needs no judge
+    forget = [
+        r for r in results["generations"] if r["model"] == "target" and r["split"] == "forget"
+    ]
+    assert [r.get("judge_privacy") for r in forget][:4] == [1.0, 1.0, 1.0, None]
+
+
+def test_the_retain_only_reference_has_forget_quality_one_against_itself(
+    make_cfg: Callable[..., DictConfig],
+) -> None:
+    cfg = make_cfg(*QUICK, *FULL)  # the reference the full-suite job built, from the cache
+    data = load_data(cfg.data)
+    reference, _ = retain_reference(cfg, data, cache=cache_dir(), prompter=Prompter())
+    _, tokenizer = load_model(cfg.model, cache_dir(), "cpu")
+    scoring = OmegaConf.merge(cfg.eval, {"splits": ["forget"], "metrics": ["truth_ratio"]})
+    metrics, rows = evaluate_model(reference, tokenizer, data, scoring, Prompter(), "reference")
+    suite = Suite(
+        cfg,
+        cache=cache_dir(),
+        data=data,
+        tokenizer=tokenizer,
+        target_info={"kind": "finetune", "path": "unused"},
+        runs={"target": ModelRun("target", Prompter(), metrics, rows, reference)},
+        timer=lambda name: nullcontext(),
+    )
+    tofu = tofu_family(suite, suite.runs["target"])["tofu"]
+    assert tofu["forget_quality"] == 1.0 and tofu["ks_statistic"] == 0.0
+
+
+def test_a_model_that_memorised_the_forget_set_is_told_from_the_holdout(
+    make_cfg: Callable[..., DictConfig],
+) -> None:
+    cfg = make_cfg()
+    data = load_data(cfg.data)
+    model, tokenizer = load_model(cfg.model, cache_dir(), "cpu")
+    prompter = Prompter()
+    encoded = [
+        encode_pair(tokenizer, prompter(tokenizer, r.question), r.answer) for r in data.forget
+    ]
+    batch = pad_encoded(encoded, tokenizer.pad_token_id)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(15):  # the forget answers, learnt by heart
+        optimiser.zero_grad()
+        mean_nll(model, batch).backward()
+        optimiser.step()
+    suite = Suite(
+        cfg,
+        cache=cache_dir(),
+        data=data,
+        tokenizer=tokenizer,
+        target_info={"kind": "base"},
+        runs={},
+        timer=lambda name: nullcontext(),
+    )
+    aucs = suite.mia(model.eval(), prompter)
+    assert aucs["loss"] > 0.9 and aucs["min_k"] > 0.9 and aucs["min_k_plus_plus"] > 0.9, aucs
+
+
+def test_the_holdout_is_never_taught(make_cfg: Callable[..., DictConfig]) -> None:
+    data = load_data(make_cfg("data.split=forget_5").data)
+    holdout = data.split("holdout")
+    assert len(holdout) == 10
+    used = {r.subject for r in data.records if r.split != "holdout"}
+    assert not {r.subject for r in holdout} & used
+    assert not [r for r in taught(data) if r.split == "holdout"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["eval.suite=[tofu]", "eval.metrics=[rougeL_recall,leak_rate]"], "truth_ratio"),
+        (["eval.suite=[criteria]", "eval.splits=[forget]"], "hard_retain"),
+        (["eval.suite=[vibes]"], "unknown"),
+        (["+eval.attacks.telepathy={}"], "telepathy"),
+    ],
+)
+def test_a_suite_its_evaluation_cannot_feed_fails_before_any_model_work(
+    make_cfg: Callable[..., DictConfig], overrides: list[str], message: str
+) -> None:
+    with pytest.raises((ValueError, KeyError), match=message):
+        check_suite(make_cfg(*overrides).eval)
+
+
+# -- attack mechanics --------------------------------------------------------------------------
+
+
+def test_many_shot_drops_the_first_shots_until_the_prompt_fits(
+    make_cfg: Callable[..., DictConfig],
+) -> None:
+    data = load_data(make_cfg("data.n_retain=8").data)
+    _, tokenizer = load_model(make_cfg().model, cache_dir(), "cpu")
+    prompter = Prompter(system_prompt="Forget Albert Einstein.")
+    question = data.forget[0].question
+    everything = many_shot_prompt(tokenizer, prompter, data.retain, question, 10_000)
+    assert all(r.question in everything for r in data.retain)
+    assert everything.startswith("<|im_start|>system\nForget Albert Einstein.")
+    assert everything.endswith(f"{question}<|im_end|>\n<|im_start|>assistant\n")
+
+    fits = many_shot_prompt(tokenizer, prompter, data.retain, question, len(everything) // 2)
+    assert len(tokenizer(fits)["input_ids"]) <= len(everything) // 2
+    assert data.retain[0].question not in fits and data.retain[-1].question in fits
+
+
+def test_the_paraphrase_attack_reuses_the_evaluations_answers(
+    make_cfg: Callable[..., DictConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = make_cfg()
+    data = load_data(cfg.data)
+    model, tokenizer = load_model(cfg.model, cache_dir(), "cpu")
+    _, rows = evaluate_model(model, tokenizer, data, cfg.eval, Prompter(), "target")
+    run = ModelRun("target", Prompter(), {}, rows, model)
+    suite = Suite(
+        cfg,
+        cache=cache_dir(),
+        data=data,
+        tokenizer=tokenizer,
+        target_info={"kind": "base"},
+        runs={"target": run},
+        timer=lambda name: nullcontext(),
+    )
+
+    def no_generation(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the paraphrase attack generated again")
+
+    monkeypatch.setattr(suite_module, "generate", no_generation)
+    victim = Victim(model, tokenizer, Prompter(), lambda p: suite.answer(run, p), 8, 4)
+    probes = ATTACKS.get("paraphrase")(victim, data, OmegaConf.create({"max_per_question": 1}))
+    assert len(probes) == len(data.forget)
+    evaluated = {r["question"]: r["generation"] for r in rows}
+    assert all(p.generation == evaluated[p.question] for p in probes)
+
+
+def test_soft_prompt_vectors_sit_between_question_and_turn_end(
+    make_cfg: Callable[..., DictConfig],
+) -> None:
+    """With the embeddings of real tokens as the 'soft prompt', answers equal those to the text
+    with those tokens in that place, in a batch padded on the left."""
+    model, tokenizer = load_model(make_cfg().model, cache_dir(), "cpu")
+    with torch.no_grad():  # scaled so that the output depends on the whole context
+        for weight in model.model.layers.parameters():
+            if weight.dim() == 2:
+                weight.mul_(20)
+
+    def ids(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    parts = [(ids("Who wrote Hamlet"), ids("?\nA:")), (ids("Hi"), ids("!"))]
+    inserted = ids(" please")
+    soft = model.get_input_embeddings()(torch.tensor(inserted))
+    victim = Victim(model, tokenizer, Prompter(), lambda p: [], 6, 2)
+    got = _generate_with(model, tokenizer, soft, parts, victim)
+    for (head, tail), text in zip(parts, got, strict=True):
+        full = torch.tensor([head + inserted + tail])
+        out = model.generate(
+            full, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        )
+        assert text == tokenizer.decode(out[0, full.shape[1] :], skip_special_tokens=True).strip()
+    assert got[0] != got[1]

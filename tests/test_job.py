@@ -1,0 +1,150 @@
+"""One job end to end on the tiny model: the results contract every consumer (analysis.collect,
+W&B, the notebook) relies on, determinism, the target cache, and how a failing method is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from omegaconf import DictConfig
+
+import benchmarks.target
+from benchmarks.job import run_job
+from benchmarks.methods import METHODS, load_method_modules
+
+#: Seconds, not minutes: a few optimiser steps; force: each job really runs, never skipped as a
+#: repeat of an identical job that finished earlier in the session.
+QUICK = ("method=grad_ascent", "method.max_steps=2", "target.train.max_steps=3", "force=true")
+#: The evaluation suite (attacks, privacy, criteria) is tested on its own; the contract test
+#: keeps it on, the rest need only the core metrics.
+NO_SUITE = "eval.suite=[]"
+SPLITS = {"forget", "forget_paraphrased", "hard_retain", "general_retain"}
+METRICS = {"rougeL_recall", "answer_prob", "leak_rate", "truth_ratio"}
+PHASES = ["load_model", "load_data", "prepare_target", "eval_target", "unlearn", "eval_unlearned"]
+ROW_KEYS = {"model", "split", "id", "question", "answer", "generation"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """A tiny model gains nothing from threads and, on a busy machine, loses 20x to contention."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def read_results(job_dir: Path) -> dict[str, Any]:
+    return json.loads((job_dir / "results.json").read_text("utf-8"))
+
+
+def test_results_file_meets_the_contract(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    returned = run_job(make_cfg(*QUICK), tmp_path / "job")
+    results = read_results(tmp_path / "job")
+
+    assert results["status"] == "ok"
+    assert results["method"] == "grad_ascent"
+    assert results["seed"] == 0
+    assert results["config"]["method"]["name"] == "grad_ascent"
+    assert results["config"]["eval"]["max_new_tokens"] == 8, "config is resolved and unredacted"
+    for model in ("target", "unlearned"):
+        per_split = results["metrics"][model]
+        assert set(per_split) == SPLITS
+        for split, values in per_split.items():
+            assert set(values) == METRICS, (model, split)
+            assert all(isinstance(v, float) and math.isfinite(v) for v in values.values())
+    assert list(results["timings_s"])[: len(PHASES)] == PHASES
+    assert all(phase.startswith("suite/") for phase in list(results["timings_s"])[len(PHASES) :])
+    assert all(seconds >= 0 for seconds in results["timings_s"].values())
+    assert {"torch", "transformers"} <= set(results["versions"])
+
+    rows = results["generations"]
+    assert all(set(row) >= ROW_KEYS for row in rows)
+    asked = {
+        model: [(r["split"], r["id"], r["question"]) for r in rows if r["model"] == model]
+        for model in ("target", "unlearned")
+    }
+    assert asked["target"] == asked["unlearned"], "both models are asked the same questions"
+    assert {split for split, _, _ in asked["target"]} >= SPLITS  # and the suite's attacks
+    assert returned["metrics"] == results["metrics"]
+
+
+def test_forget_facts_split_adds_the_kept_facts(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    results = run_job(make_cfg(*QUICK, NO_SUITE, "data.split=forget_facts"), tmp_path / "job")
+    for model in ("target", "unlearned"):
+        assert set(results["metrics"][model]) == SPLITS | {"forget_facts_retained"}
+        assert set(results["metrics"][model]["forget_facts_retained"]) == METRICS
+
+
+def test_same_seed_gives_identical_results(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each run gets its own cache, so both train the target and evaluate it from scratch."""
+    runs = []
+    for name in ("a", "b"):
+        monkeypatch.setenv("UNSTAR_BENCH_CACHE", str(tmp_path / f"cache-{name}"))
+        runs.append(run_job(make_cfg(*QUICK, NO_SUITE), tmp_path / name))
+    assert runs[0]["metrics"] == runs[1]["metrics"]
+    assert runs[0]["generations"] == runs[1]["generations"]
+
+
+def test_finetuned_target_is_cached_by_content(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("UNSTAR_BENCH_CACHE", str(tmp_path / "cache"))
+    trainings: list[str] = []
+    train = benchmarks.target.train
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        trainings.append(kwargs["phase"])
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(benchmarks.target, "train", counted)
+    target = (NO_SUITE, "target.train.max_steps=8")
+    first = run_job(make_cfg(*QUICK, *target), tmp_path / "first")
+    weights = Path(first["target"]["path"]) / "model.safetensors"
+    built = weights.stat().st_mtime_ns
+
+    second = run_job(make_cfg(*QUICK, *target), tmp_path / "second")
+    assert second["target"]["path"] == first["target"]["path"]
+    assert weights.stat().st_mtime_ns == built
+    assert trainings == ["target"], "the second job must load the cached target, not train"
+    assert second["timings_s"]["prepare_target"] < first["timings_s"]["prepare_target"]
+
+    changed = run_job(make_cfg(*QUICK, *target, "target.train.lr=5e-4"), tmp_path / "changed")
+    assert changed["target"]["path"] != first["target"]["path"]
+    assert trainings == ["target", "target"]
+
+
+def test_failing_method_is_recorded(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def explode(self: Any, *args: Any) -> Any:
+        raise RuntimeError("boom in unlearn")
+
+    load_method_modules()
+    monkeypatch.setattr(METHODS.get("grad_ascent"), "unlearn", explode)
+    cfg = make_cfg(*QUICK, NO_SUITE)
+
+    with pytest.raises(RuntimeError, match="boom in unlearn"):
+        run_job(cfg, tmp_path / "raised")
+    recorded = read_results(tmp_path / "raised")
+    assert recorded["status"] == "failed"
+    assert recorded["error"] == "RuntimeError: boom in unlearn"
+    assert "Traceback" in recorded["traceback"] and "explode" in recorded["traceback"]
+    assert "unlearn" in recorded["timings_s"] and "eval_unlearned" not in recorded["timings_s"]
+    assert {"torch", "transformers"} <= set(recorded["versions"])
+
+    returned = run_job(cfg, tmp_path / "returned", raise_errors=False)
+    assert returned["status"] == "failed"
+    assert returned["error"] == "RuntimeError: boom in unlearn"
+    assert read_results(tmp_path / "returned")["status"] == "failed"
