@@ -73,14 +73,15 @@ META = [
 def criteria(flat: Mapping[str, Any]) -> dict[str, float]:
     """The five criteria of a job's unlearned model, from its flattened record.
 
-    THE ONE PLACE TO SWAP when the evaluation reports the criteria itself (issue 5): a record with
-    ``results["criteria"]`` (flattened as ``criteria/<name>``, or ``criteria/unlearned/<name>``
-    when the target's are reported too) is taken as is. Until then, derived as the reference maps
-    sub-metrics (harmonic means, unstar_and_wpu_protocol.md §3):
+    The one place that decides them. The evaluation reports them (``results["criteria"]``,
+    flattened as ``criteria/unlearned/<name>``, or ``criteria/<name>`` for the unlearned model
+    alone): those are taken as they are. Records without them (results files from before the
+    evaluation suite, W&B summaries, which mirror only ``metrics``) get a fallback derived as the
+    reference maps sub-metrics (harmonic means, unstar_and_wpu_protocol.md §3):
     efficacy = H(1 − forget ROUGE-L, 1 − forget leak rate); utility = H(hard-retain ROUGE-L,
     general-retain ROUGE-L); adversarial robustness = the efficacy formula on the held-out
     paraphrases (the paraphrase attack). Response quality and hallucination avoidance need a judge,
-    so they stay NaN.
+    so they stay NaN there.
     """
     reported = {
         name: flat.get(f"criteria/unlearned/{name}", flat.get(f"criteria/{name}"))
@@ -197,7 +198,7 @@ def read_wandb(source: str, group: str | None = None) -> Collection:
         _frame(jobs),
         source,
         group or (max(set(groups), key=groups.count) if groups else None),
-        tracking.get("project") or (source if not path.exists() else "unstar-bench"),
+        tracking.get("project") or (source.split("/")[-1] if not path.exists() else "unstar-bench"),
         tracking.get("mode", "offline"),
     )
 

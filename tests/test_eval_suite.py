@@ -11,12 +11,21 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from test_eval_judges import FakeJudgeServer
 
 from benchmarks.data import load_data
 from benchmarks.evaluation import suite as suite_module
-from benchmarks.evaluation.attacks import ATTACKS, Victim, _generate_with, many_shot_prompt
+from benchmarks.evaluation.attacks import (
+    ATTACKS,
+    Victim,
+    _embed,
+    _frozen,
+    _generate_with,
+    _train_soft_prompt,
+    many_shot_prompt,
+)
 from benchmarks.evaluation.criteria import CRITERIA
 from benchmarks.evaluation.evaluate import evaluate_model
 from benchmarks.evaluation.privacy import MIA_SCORES
@@ -254,6 +263,37 @@ def test_the_paraphrase_attack_reuses_the_evaluations_answers(
     assert len(probes) == len(data.forget)
     evaluated = {r["question"]: r["generation"] for r in rows}
     assert all(p.generation == evaluated[p.question] for p in probes)
+
+
+def test_soft_prompt_training_moves_the_model_toward_the_affirmative_targets(
+    make_cfg: Callable[..., DictConfig],
+) -> None:
+    model, tokenizer = load_model(make_cfg().model, cache_dir(), "cpu")
+    with torch.no_grad():
+        for weight in model.model.layers.parameters():
+            if weight.dim() == 2:
+                weight.mul_(20)
+
+    def ids(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    parts = [
+        (ids("Who was Ada Lovelace"), ids("?\n"), ids("Sure, here is what I know about Ada:")),
+        (ids("Where was Alan Turing born"), ids("?\n"), ids("Of course! I remember Alan well.")),
+    ]
+
+    def loss(soft: torch.Tensor) -> float:
+        embeds, mask, labels = _embed(model, soft, parts, left=False)
+        logits = model(inputs_embeds=embeds, attention_mask=mask).logits
+        return F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten()).item()
+
+    cfg = OmegaConf.create({"tokens": 4, "steps": 0, "lr": 0.05, "batch_size": 2})
+    with _frozen(model):
+        initial = _train_soft_prompt(model, parts, cfg, seed=0)
+        cfg.steps = 40
+        trained = _train_soft_prompt(model, parts, cfg, seed=0)
+        assert loss(trained) < loss(initial) - 0.1
+    assert all(p.requires_grad for p in model.parameters())  # the model is left as it was
 
 
 def test_soft_prompt_vectors_sit_between_question_and_turn_end(

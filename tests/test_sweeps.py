@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -111,12 +112,16 @@ def test_a_sweeps_wandb_runs_share_a_group_and_the_summary_run_joins_it(
 def test_a_restarted_sweep_reruns_only_unfinished_jobs(
     failing_sweep: Path, isolated_cache: Path, tmp_path: Path
 ) -> None:
-    # Kill job 1 before it finished: no results.json, no entry in the finished-jobs index.
-    killed = job_dir(failing_sweep, 1) / "results.json"
+    # A copy of the sweep as if killed during job 1: no results.json, no entry in the index of
+    # finished jobs (a copy, so that the other tests see the sweep whole whatever their order).
+    killed_sweep = shutil.copytree(
+        failing_sweep, tmp_path / "killed", ignore=shutil.ignore_patterns("analysis")
+    )
+    killed = job_dir(killed_sweep, 1) / "results.json"
     key = json.loads(killed.read_text("utf-8"))["job_key"]
     killed.unlink()
     (isolated_cache / "results" / f"{key}.json").unlink()
-    problems = read_sweep(failing_sweep).problems
+    problems = read_sweep(killed_sweep).problems
     assert list(problems["status"]) == ["missing", "failed", "failed"]
 
     # The same sweep again, in a new sweep dir as the default ${now} dir gives, and on the joblib

@@ -202,6 +202,7 @@ def _embed(
 def _train_soft_prompt(
     model: PreTrainedModel, parts: Sequence[tuple[list[int], ...]], cfg: Any, seed: int
 ) -> torch.Tensor:
+    """``cfg.tokens`` vectors, drawn like the embedding table, then Adam on the target NLL."""
     table = model.get_input_embeddings().weight
     generator = torch.Generator().manual_seed(seed)
     init = torch.randn(cfg.tokens, table.shape[1], generator=generator) * table.std().item()
@@ -222,8 +223,13 @@ def _train_soft_prompt(
 
 @torch.no_grad()
 def _generate_with(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, soft: torch.Tensor, parts, victim
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    soft: torch.Tensor,
+    parts: Sequence[tuple[list[int], list[int]]],
+    victim: Victim,
 ) -> list[str]:
+    """Greedy answers with the soft prompt in place, in left-padded batches."""
     texts: list[str] = []
     for start in range(0, len(parts), victim.batch_size):
         embeds, mask, _ = _embed(model, soft, parts[start : start + victim.batch_size], left=True)

@@ -81,4 +81,3 @@ def submetrics(rows: Rows, attacks: Iterable[str]) -> dict[str, dict[str, float 
 def criteria(subs: Mapping[str, Mapping[str, float | None]]) -> dict[str, float | None]:
     """The five criteria: the harmonic mean of each one's sub-metrics (None if one is missing)."""
     return {name: harmonic_mean(subs[name].values()) for name in CRITERIA}
-

@@ -11,7 +11,6 @@ chat-completions endpoint with the WPU judge prompts of reference/unstar_and_wpu
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import time
@@ -32,8 +31,6 @@ from benchmarks.evaluation.generation import answer_logprobs
 from benchmarks.evaluation.leak import LeakTest, default_embedder, normalise
 from benchmarks.prompting import Prompter
 from benchmarks.registry import Registry
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

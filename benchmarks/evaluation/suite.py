@@ -377,7 +377,9 @@ def fine_grained_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
 def criteria_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
     """The five WPU criteria and their sub-metrics, after the judge has scored the rows."""
     _judge_rows(suite, run)
-    attacks = list(suite.eval.attacks) if "attacks" in suite.families else []
+    attacked = {r["split"].split("/", 1)[1] for r in run.rows if r["split"].startswith("attack/")}
+    # An attack with nothing to ask (no paraphrases in the data) does not count against robustness.
+    attacks = [name for name in suite.eval.attacks if name in attacked]
     subs = submetrics(run.rows, attacks)
     return {"criteria": criteria(subs), "criteria_submetrics": subs}
 

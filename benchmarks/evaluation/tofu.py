@@ -32,8 +32,9 @@ def forget_quality(ratios: Sequence[float], reference_ratios: Sequence[float]) -
     return {"forget_quality": float(test.pvalue), "ks_statistic": float(test.statistic)}
 
 
-def model_utility(split_means: Mapping[str, Mapping[str, float]], splits: Sequence[str]) -> float:
-    """Harmonic mean of answer probability, ROUGE-L recall and truth ratio over the kept splits."""
-    return harmonic_mean(
-        [split_means.get(s, {}).get(m) for s in splits for m in UTILITY_METRICS]  # type: ignore[misc]
-    )
+def model_utility(
+    split_means: Mapping[str, Mapping[str, float]], splits: Sequence[str]
+) -> float | None:
+    """Harmonic mean of answer probability, ROUGE-L recall and truth ratio over the kept splits
+    (None if one was not evaluated)."""
+    return harmonic_mean(split_means.get(s, {}).get(m) for s in splits for m in UTILITY_METRICS)
