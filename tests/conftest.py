@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -35,6 +36,19 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     mp.setenv("WANDB_SILENT", "true")
     yield path
     mp.undo()
+
+
+@pytest.fixture(autouse=True)
+def one_thread(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Tiny models gain nothing from threads and lose 20-100x to contention on a busy machine;
+    slow tests run the real model and keep torch's default threads."""
+    if request.node.get_closest_marker("slow"):
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -129,12 +129,14 @@ def test_local_judge_scores(make_cfg: Callable[..., DictConfig]) -> None:
     assert judge.rejects(items) == [False, True, False]
 
     quality = judge.quality(items, forgotten=True)
-    lp = answer_logprobs(
-        model, tokenizer, [Prompter()(tokenizer, items[0].question)], ["I don't know."]
-    )
-    fluency = float(np.exp(np.mean(lp[0][:-1])))  # per-token probability, end-of-turn left out
-    assert quality[1] == pytest.approx(2 / (1 / 1.0 + 1 / fluency))  # no repeated 4-gram
-    assert quality[2] == 0.0  # an empty response is not an appropriate one
+    prompt = Prompter()(tokenizer, items[0].question)
+    lp = answer_logprobs(model, tokenizer, [prompt], [items[0].response])[0]
+    fluency = float(np.exp(np.mean(lp[:-1])))  # per-token probability, end-of-turn left out
+    assert quality[0] == pytest.approx(2 / (1 / 1.0 + 1 / fluency))  # no repeated 4-gram
+    assert quality[1] == 1.0  # a refusal is appropriate, however unlikely to the original model
+    assert quality[2] == 0.0  # an empty response is not an answer
+    looping = Judged(items[0].question, "Ulm", "I don't know. " * 4, "Albert Einstein")
+    assert judge.quality([looping], forgotten=True)[0] < 0.5  # repetition still counts
 
 
 # -- the OpenAI-compatible judge over HTTP -----------------------------------------------------

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from omegaconf import DictConfig
 
 import benchmarks.target
@@ -28,15 +27,6 @@ SPLITS = {"forget", "forget_paraphrased", "hard_retain", "general_retain"}
 METRICS = {"rougeL_recall", "answer_prob", "leak_rate", "truth_ratio"}
 PHASES = ["load_model", "load_data", "prepare_target", "eval_target", "unlearn", "eval_unlearned"]
 ROW_KEYS = {"model", "split", "id", "question", "answer", "generation"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """A tiny model gains nothing from threads and, on a busy machine, loses 20x to contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def read_results(job_dir: Path) -> dict[str, Any]:

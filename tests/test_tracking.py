@@ -5,12 +5,11 @@ grouped by sweep, and no credential may reach any file a job writes (they get sh
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from omegaconf import DictConfig, open_dict
 
 from benchmarks.job import run_job
@@ -30,15 +29,6 @@ QUICK = (
 #: it, since the judge's settings are where a key would most likely be configured.
 NO_SUITE = "eval.suite=[]"
 SECRET = "SECRET123"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """A tiny model gains nothing from threads and, on a busy machine, loses 20x to contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def offline_run(job_dir: Path) -> dict[str, Any]:

@@ -92,7 +92,7 @@ def answer_token_stats(
     """One scoring pass: every answer's token log-probs with the vocabulary moments min-k%++ needs."""
     encoded = [encode_pair(tokenizer, p, a) for p, a in zip(prompts, answers, strict=True)]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]["input_ids"]))
-    stats: list[TokenStats | None] = [None] * len(encoded)
+    stats: dict[int, TokenStats] = {}
     was_training = model.training
     model.eval()
     try:
@@ -119,7 +119,7 @@ def answer_token_stats(
                 )
     finally:
         model.train(was_training)
-    return [s for s in stats if s is not None]
+    return [stats[i] for i in range(len(encoded))]
 
 
 def mia_aucs(
