@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 SECRET_KEY = re.compile(
     r"(^|[\W_])(api_?key|access_?key|secret_?key|token|secret|password|passwd)$", re.IGNORECASE
 )
+#: Results sections mirrored into the W&B summary, so dashboards and collect --wandb see them.
+SUMMARY_SECTIONS = ("criteria", "criteria_submetrics", "attacks", "tofu", "privacy", "fine_grained")
 VERSIONED = ("torch", "transformers", "peft", "trl", "sentence-transformers", "hydra-core", "wandb")
 
 
@@ -111,11 +113,15 @@ class Tracker:
     def _mirror(self, results: dict[str, Any], path: Path) -> None:
         import wandb
 
-        summary = {"status": results["status"], **flatten(results.get("metrics", {}))}
+        summary: dict[str, Any] = {"status": results["status"]}
+        summary.update(flatten(results.get("metrics", {})))
+        for section in SUMMARY_SECTIONS:
+            summary.update(flatten(results.get(section, {}), section))
         summary.update(flatten(results.get("timings_s", {}), "time"))
         summary.update(flatten(results.get("method_metrics", {}), "method"))
-        if results.get("error"):
-            summary["error"] = results["error"]
+        for key in ("error", "traceback"):
+            if results.get(key):
+                summary[key] = results[key]
         self.run.summary.update(summary)
         rows = results.get("generations", [])
         if rows:

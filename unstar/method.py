@@ -22,6 +22,7 @@ from benchmarks.cache import atomic_write_text
 from benchmarks.evaluation.evaluate import leak_test_from
 from benchmarks.evaluation.generation import generate
 from benchmarks.methods import METHODS, Method, Unlearned, qa_pairs
+from benchmarks.target import taught
 from benchmarks.training import Pair, nll_loss, train
 from unstar import prompts
 from unstar.antisamples import AntiSample, AntiSampleGenerator, cached_initial
@@ -44,11 +45,10 @@ class UnSTAR(Method):
         generator_model = model if self_taught else self._load_generator(ctx)
         generator = AntiSampleGenerator(generator_model, tokenizer, cfg, leak_test, ctx.seed)
         records = {r.id: r for r in data.forget}
+        pool = taught(data)  # fallback wrong answers: never the holdout that MIA scores
         knobs = {k: OmegaConf.to_container(cfg, resolve=True)[k] for k in GENERATION_KEYS}
         key = (ctx.model_key if self_taught else cfg.generator, knobs, ctx.seed)
-        samples, report, reused = cached_initial(
-            generator, data.forget, data.records, ctx.cache_dir, key
-        )
+        samples, report, reused = cached_initial(generator, data.forget, pool, ctx.cache_dir, key)
         retain = qa_pairs(data.retain, tokenizer, ctx.prompter) if cfg.retain else []
         history: list[dict[str, Any]] = []
         all_samples, active = list(samples), samples
@@ -73,7 +73,7 @@ class UnSTAR(Method):
                 records,
                 done,
                 all_samples,
-                data.records,
+                pool,
                 iteration,
             )
             all_samples += harder
