@@ -1,4 +1,4 @@
-"""The short table a job prints: split × metric, target → unlearned."""
+"""The short report a job prints: split × metric and the WPU criteria, target → unlearned."""
 
 from __future__ import annotations
 
@@ -7,26 +7,47 @@ from typing import Any
 from tabulate import tabulate
 
 
-def summary_table(results: dict[str, Any]) -> str:
-    target = results["metrics"]["target"]
-    unlearned = results["metrics"]["unlearned"]
-    metrics = sorted({m for split in target.values() for m in split})
-    rows = [
-        [split, *(_arrow(target[split].get(m), unlearned.get(split, {}).get(m)) for m in metrics)]
-        for split in target
-    ]
-    return tabulate(rows, headers=["split (target → unlearned)", *metrics], tablefmt="github")
-
-
 def _arrow(before: float | None, after: float | None) -> str:
     return " → ".join("—" if v is None else f"{v:.3f}" for v in (before, after))
 
 
+def _table(
+    target: dict[str, dict[str, float]], unlearned: dict[str, dict[str, float]], title: str
+) -> str:
+    columns = sorted({m for row in target.values() for m in row})
+    rows = [
+        [name, *(_arrow(values.get(c), unlearned.get(name, {}).get(c)) for c in columns)]
+        for name, values in target.items()
+    ]
+    return tabulate(rows, headers=[f"{title} (target → unlearned)", *columns], tablefmt="github")
+
+
+def summary_table(results: dict[str, Any]) -> str:
+    return _table(results["metrics"]["target"], results["metrics"]["unlearned"], "split")
+
+
+def criteria_table(results: dict[str, Any]) -> str:
+    criteria = results["criteria"]
+    rows = [
+        [name, _arrow(value, criteria["unlearned"].get(name))]
+        for name, value in criteria["target"].items()
+    ]
+    return tabulate(rows, headers=["WPU criterion (raw)", "target → unlearned"], tablefmt="github")
+
+
 def print_summary(results: dict[str, Any]) -> None:
     name = f"{results['method']} (seed {results['seed']})"
+    if results.get("reused_from"):
+        print(
+            f"\n{name}: identical job finished before, results reused from {results['reused_from']}"
+        )
     if results["status"] != "ok":
         print(f"\n{name}: FAILED — {results.get('error')}")
         return
     print(f"\n{name} on {results['data']['name']}:\n{summary_table(results)}")
-    timings = ", ".join(f"{k} {v:.1f}s" for k, v in results["timings_s"].items())
-    print(f"time: {timings}")
+    if results.get("criteria"):
+        print(f"\n{criteria_table(results)}")
+    phases = {k: v for k, v in results["timings_s"].items() if "/" not in k}
+    suite = sum(v for k, v in results["timings_s"].items() if k.count("/") == 2 and ":" not in k)
+    timings = ", ".join(f"{k} {v:.1f}s" for k, v in phases.items())
+    print(f"\ntime: {timings}" + (f", eval suite {suite:.1f}s" if suite else ""))

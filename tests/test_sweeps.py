@@ -42,8 +42,7 @@ def run_sweep(sweep_dir: Path, cache: Path, *overrides: str) -> str:
 
 
 def job_dir(sweep_dir: Path, num: int) -> Path:
-    (found,) = sweep_dir.glob(f"{num}_*")
-    return found
+    return sweep_dir / str(num)
 
 
 def results(sweep_dir: Path, num: int) -> dict[str, Any]:
