@@ -138,6 +138,7 @@ def _run(cfg: DictConfig, output_dir: Path, tracker: Tracker, timer: Timer) -> d
         cache_dir=cache,
         prompter=prompter,
         log_fn=tracker.log,
+        load_base=lambda: load_model(cfg.model, cache, cfg.device)[0],
         model_key=target_info.get("path")
         or fingerprint(OmegaConf.to_container(cfg.model, resolve=True)),
     )

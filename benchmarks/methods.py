@@ -30,6 +30,7 @@ class JobContext:
     cache_dir: Path
     prompter: Prompter = field(default_factory=Prompter)
     model_key: str = ""  # identifies the target model, for caches of what it generates
+    load_base: Callable[[], PreTrainedModel] | None = None  # the base model, before the target
     log_fn: Callable[[dict[str, float]], None] | None = None
 
 

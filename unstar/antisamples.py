@@ -7,9 +7,9 @@ result is cached on disk by a hash of what shaped it, so a sweep over training k
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from itertools import cycle
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,16 @@ from benchmarks.evaluation.generation import generate
 from benchmarks.evaluation.leak import Embedder, LeakTest, default_embedder
 from unstar import prompts
 from unstar.filters import Yield, judge_paraphrases, judge_rationales, judge_wrong_answers
+
+
+def without_subject(record: QARecord) -> str:
+    """The question with its subject's names masked: what kind of question it is, not whom it is
+    about (the embedder otherwise ranks questions by the person they name)."""
+    question = record.question
+    for name in sorted({record.subject, *record.subject.split()}, key=len, reverse=True):
+        if len(name) >= 3:
+            question = re.sub(re.escape(name), "someone", question, flags=re.IGNORECASE)
+    return question
 
 
 @dataclass(frozen=True)
@@ -168,11 +178,16 @@ class AntiSampleGenerator:
     def _fallback(
         self, record: QARecord, pool: Sequence[QARecord], needed: int, have: list[str]
     ) -> list[str]:
-        """Answers of the most similar other questions (same kind: birthplaces for a birthplace)."""
-        others = [r for r in pool if r.id != record.id and r.answer != record.answer]
+        """Answers of the most similar questions about other, kept subjects (birthplaces for a
+        birthplace); never another forget answer, which training would reinforce."""
+        others = [
+            r
+            for r in pool
+            if r.subject != record.subject and r.split != "forget" and r.answer != record.answer
+        ]
         if self.embedder:
             sims = self.embedder.cosine(
-                [record.question] * len(others), [r.question for r in others]
+                [without_subject(record)] * len(others), [without_subject(r) for r in others]
             )
             others = [others[i] for i in np.argsort(-sims)]
         chosen: list[str] = []
@@ -192,7 +207,9 @@ class AntiSampleGenerator:
             return [None] * len(pairs)
         prompts_ = [prompts.RATIONALE.format(question=q, answer=wrong) for q, wrong, _ in pairs]
         texts = [t[0] for t in self._sample(prompts_, 1, 48, "unstar: rationales")]
-        decisions = judge_rationales([true for _, _, true in pairs], texts, self.leak_test)
+        decisions = judge_rationales(
+            [true for _, _, true in pairs], [wrong for _, wrong, _ in pairs], texts, self.leak_test
+        )
         self.report.rationale.add(decisions)
         return [t if d is None else None for t, d in zip(texts, decisions, strict=True)]
 
@@ -203,12 +220,14 @@ class AntiSampleGenerator:
         pool: Sequence[QARecord],
         iteration: int,
     ) -> list[AntiSample]:
-        """Anti-samples for each record's (question, kind) list, wrong answers assigned round-robin."""
+        """Anti-samples for each record's (question, kind) list, one per accepted wrong answer."""
         wrong = self.wrong_answers(records, pool)
-        drafts = []
-        for record, asked, answers in zip(records, questions, wrong, strict=True):
-            if answers:
-                drafts += [(record, q, kind, a) for (q, kind), a in zip(asked, cycle(answers))]
+        drafts = [
+            (record, q, kind, a)
+            for record, asked, answers in zip(records, questions, wrong, strict=True)
+            for q, kind in asked
+            for a in answers
+        ]
         rationales = self.rationales([(q, a, record.answer) for record, q, _, a in drafts])
         return [
             AntiSample(record.id, q, a, r, kind, iteration)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from benchmarks.evaluation.leak import Embedder, LeakTest, key_words, normalise
 
 MAX_ANSWER_WORDS = 6
+MIN_RATIONALE_WORDS = 5
 
 
 @dataclass
@@ -98,11 +99,22 @@ def judge_wrong_answers(
 
 
 def judge_rationales(
-    answers: Sequence[str], rationales: Sequence[str], leak_test: LeakTest
+    answers: Sequence[str],
+    wrong_answers: Sequence[str],
+    rationales: Sequence[str],
+    leak_test: LeakTest,
 ) -> list[str | None]:
-    """None for a rationale that never states the true answer; else why it was dropped."""
+    """None for a rationale that argues for the wrong answer in a sentence and never states the
+    true one; else why it was dropped."""
     leaks = leak_test.reasons(list(answers), list(rationales))
-    return [
-        "empty" if not normalise(r) else (f"leak_{leak}" if leak else None)
-        for r, leak in zip(rationales, leaks, strict=True)
-    ]
+    decisions: list[str | None] = []
+    for wrong, rationale, leak in zip(wrong_answers, rationales, leaks, strict=True):
+        if len(normalise(rationale).split()) < MIN_RATIONALE_WORDS:
+            decisions.append("too_short")
+        elif leak:
+            decisions.append(f"leak_{leak}")
+        elif leak_test.cheap_reason(wrong, rationale) in (None, "no_number"):
+            decisions.append("not_about_wrong_answer")
+        else:
+            decisions.append(None)
+    return decisions

@@ -42,12 +42,17 @@ class UnSTAR(Method):
         cfg = self.cfg
         leak_test = leak_test_from(cfg.leak)
         self_taught = cfg.generator == "self"
-        generator_model = model if self_taught else self._load_generator(ctx)
-        generator = AntiSampleGenerator(generator_model, tokenizer, cfg, leak_test, ctx.seed)
+        generator = AntiSampleGenerator(
+            model if self_taught else self._load_generator(ctx), tokenizer, cfg, leak_test, ctx.seed
+        )
         records = {r.id: r for r in data.forget}
         pool = taught(data)  # fallback wrong answers: never the holdout that MIA scores
         knobs = {k: OmegaConf.to_container(cfg, resolve=True)[k] for k in GENERATION_KEYS}
-        key = (ctx.model_key if self_taught else cfg.generator, knobs, ctx.seed)
+        key = (
+            ctx.model_key if cfg.generator in ("self", "base") else cfg.generator,
+            knobs,
+            ctx.seed,
+        )
         samples, report, reused = cached_initial(generator, data.forget, pool, ctx.cache_dir, key)
         retain = qa_pairs(data.retain, tokenizer, ctx.prompter) if cfg.retain else []
         history: list[dict[str, Any]] = []
@@ -63,24 +68,17 @@ class UnSTAR(Method):
             )  # fmt: skip
             if self_taught:
                 generator.model = model
-            leaking = self._probe(model, tokenizer, ctx, records, all_samples)
+            leaking = self._still_leaking(model, tokenizer, ctx, records, all_samples)
             done = [rid for rid in records if rid not in {s.record_id for s in leaking}]
             harder = self._harder(
-                generator,
-                model,
-                tokenizer,
-                ctx,
-                records,
-                done,
-                all_samples,
-                pool,
-                iteration,
+                generator, model, tokenizer, ctx, records, done, all_samples, pool, iteration
             )
             all_samples += harder
             active = leaking + harder
             history.append(
                 {"iteration": iteration, "trained_on": len(pairs), "unlearned": len(done),
-                 "leaking_questions": len(leaking), "harder_leaking": len(harder)}
+                 "leaking_questions": len({s.question for s in leaking}),
+                 "harder_leaking": len({s.question for s in harder})}
             )  # fmt: skip
             log.info(
                 "UnSTAR iteration %d: %d/%d facts unlearned", iteration, len(done), len(records)
@@ -107,24 +105,31 @@ class UnSTAR(Method):
         )
 
     def _load_generator(self, ctx):
-        """Another model writes the anti-samples (``method.generator=NAME_OR_DIR``)."""
+        """Another model writes the anti-samples: ``base`` (the model before the target was taught
+        the facts, which keeps its instruction following) or a hub name / local directory."""
+        if self.cfg.generator == "base":
+            return ctx.load_base()
         from benchmarks.models import load_model
 
         spec = OmegaConf.create({"source": "hub", "name_or_path": self.cfg.generator})
         return load_model(spec, ctx.cache_dir)[0]
 
-    def _probe(self, model, tokenizer, ctx, records, samples: list[AntiSample]) -> list[AntiSample]:
+    def _still_leaking(
+        self, model, tokenizer, ctx, records, samples: list[AntiSample]
+    ) -> list[AntiSample]:
         """The anti-samples whose question the current model still answers with the true fact."""
-        latest = {s.question: s for s in samples}
-        questions = list(latest)
+        by_question: dict[str, list[AntiSample]] = defaultdict(list)
+        for sample in samples:
+            by_question[sample.question].append(sample)
+        questions = list(by_question)
         answers = generate(
             model, tokenizer, [ctx.prompter(tokenizer, q) for q in questions],
             max_new_tokens=self.cfg.probe_max_new_tokens, batch_size=self.cfg.generation_batch_size,
             desc="unstar: probe",
         )  # fmt: skip
-        truths = [records[latest[q].record_id].answer for q in questions]
+        truths = [records[by_question[q][0].record_id].answer for q in questions]
         leaks = leak_test_from(self.cfg.leak).leaks(truths, [a[0] for a in answers])
-        return [latest[q] for q, leak in zip(questions, leaks, strict=True) if leak]
+        return [s for q, leak in zip(questions, leaks, strict=True) if leak for s in by_question[q]]
 
     def _harder(
         self, generator, model, tokenizer, ctx, records, done, samples, pool, iteration
@@ -140,4 +145,4 @@ class UnSTAR(Method):
             by_record[record.id] += [(q, "harder") for q in questions if q not in known]
         candidates = [r for r in done_records if by_record[r.id]]
         fresh = generator.build(candidates, [by_record[r.id] for r in candidates], pool, iteration)
-        return self._probe(model, tokenizer, ctx, records, fresh)
+        return self._still_leaking(model, tokenizer, ctx, records, fresh)
