@@ -21,6 +21,7 @@ def test_grad_ascent_on_the_embedded_model_lowers_forget_probability(make_cfg, t
         "method.epochs=2",
         "eval.max_new_tokens=16",
         "eval.splits=[forget,general_retain]",
+        "eval.suite=[]",
         tiny=False,
     )
     results = run_job(cfg, tmp_path / "job")
