@@ -153,7 +153,7 @@ def setup(make_cfg: Callable[..., DictConfig], tmp_path: Path, monkeypatch: pyte
 
 def test_loop_stops_when_every_fact_is_unlearned(setup, monkeypatch: pytest.MonkeyPatch) -> None:
     make, _ = setup
-    method, model, tokenizer, data, ctx = make("method.max_iterations=5")
+    method, model, tokenizer, data, ctx = make("method.max_iterations=5", "method.harder=true")
     monkeypatch.setattr(UnSTAR, "_still_leaking", lambda *args: [])
     metrics = method.unlearn(model, tokenizer, data, ctx).metrics
     assert metrics["iterations"] == 1
