@@ -20,7 +20,7 @@ from benchmarks.methods import JobContext
 from benchmarks.models import cache_dir, load_model
 from unstar import prompts
 from unstar.antisamples import AntiSampleGenerator
-from unstar.filters import judge_paraphrases, judge_rationales, judge_wrong_answers
+from unstar.filters import judge_paraphrases, judge_rationales, judge_wrong_answers, mask_subject
 from unstar.method import UnSTAR
 
 STRINGS_ONLY = LeakTest(use_embedding=False)
@@ -68,6 +68,26 @@ def test_paraphrase_filter_rejects_questions_far_in_meaning() -> None:
         leak_test=STRINGS_ONLY,
     )
     assert decisions == [None, "too_far"]
+    # The shared name alone puts these close (cosine 0.88 and 0.88 unmasked); what they ask differs.
+    decisions = judge_paraphrases(
+        "In which year was Marie Curie born?",
+        "1867",
+        "Marie Curie",
+        ["Curie was born in what year?", "Who was Marie Curie?", "Marie Curie died in which year?"],
+        embedder=default_embedder(),
+        min_similarity=0.7,
+        leak_test=STRINGS_ONLY,
+    )
+    assert decisions == [None, "too_far", "too_far"]
+
+
+def test_mask_subject_hides_every_name_of_the_subject() -> None:
+    assert mask_subject("Where was Einstein born? Ask Albert EINSTEIN.", "Albert Einstein") == (
+        "Where was someone born? Ask someone."
+    )
+    assert mask_subject("Was Einsteinium named after him?", "Albert Einstein") == (
+        "Was Einsteinium named after him?"
+    )
 
 
 def test_wrong_answer_filter_rejects_leaks_repeats_and_chatter() -> None:
@@ -89,6 +109,13 @@ def test_wrong_answer_filter_rejects_leaks_repeats_and_chatter() -> None:
     assert judge_wrong_answers("Sir Isaac Newton", ["Isaac Newton", "Robert Hooke"], STRINGS_ONLY) == [
         "leak_keyword", None,
     ]  # fmt: skip
+
+
+def test_wrong_answer_filter_rejects_the_answer_of_another_forget_fact() -> None:
+    decisions = judge_wrong_answers(
+        "Polonium", ["Radium", "radium.", "Francium", "1899"], STRINGS_ONLY, ["Radium", "1867"]
+    )
+    assert decisions == ["other_forget_answer", "other_forget_answer", None, None]
 
 
 def test_rationale_filter_wants_a_sentence_for_the_wrong_answer_without_the_true_one() -> None:

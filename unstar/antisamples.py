@@ -7,7 +7,6 @@ result is cached on disk by a hash of what shaped it, so a sweep over training k
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,17 +20,13 @@ from benchmarks.data.records import QARecord
 from benchmarks.evaluation.generation import generate
 from benchmarks.evaluation.leak import Embedder, LeakTest, default_embedder
 from unstar import prompts
-from unstar.filters import Yield, judge_paraphrases, judge_rationales, judge_wrong_answers
-
-
-def without_subject(record: QARecord) -> str:
-    """The question with its subject's names masked: what kind of question it is, not whom it is
-    about (the embedder otherwise ranks questions by the person they name)."""
-    question = record.question
-    for name in sorted({record.subject, *record.subject.split()}, key=len, reverse=True):
-        if len(name) >= 3:
-            question = re.sub(re.escape(name), "someone", question, flags=re.IGNORECASE)
-    return question
+from unstar.filters import (
+    Yield,
+    judge_paraphrases,
+    judge_rationales,
+    judge_wrong_answers,
+    mask_subject,
+)
 
 
 @dataclass(frozen=True)
@@ -155,11 +150,14 @@ class AntiSampleGenerator:
             prompts.WRONG_ANSWER.format(question=r.question, answer=r.answer) for r in records
         ]
         candidates = self._sample(prompts_, self.cfg.n_wrong, 12, "unstar: wrong answers")
+        forget_answers = {r.answer for r in pool if r.split == "forget"}
         kept = []
         for record, options in zip(records, candidates, strict=True):
             options = [o.rstrip(".") for o in options]
             decisions = (
-                judge_wrong_answers(record.answer, options, self.leak_test)
+                judge_wrong_answers(
+                    record.answer, options, self.leak_test, sorted(forget_answers - {record.answer})
+                )
                 if self.cfg.filter
                 else [None if o else "empty" for o in options]
             )
@@ -187,7 +185,8 @@ class AntiSampleGenerator:
         ]
         if self.embedder:
             sims = self.embedder.cosine(
-                [without_subject(record)] * len(others), [without_subject(r) for r in others]
+                [mask_subject(record.question, record.subject)] * len(others),
+                [mask_subject(r.question, r.subject) for r in others],
             )
             others = [others[i] for i in np.argsort(-sims)]
         chosen: list[str] = []

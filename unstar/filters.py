@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,16 @@ def mentions(subject: str, text: str) -> bool:
     return any(w in words for w in key_words(normalise(subject)) if len(w) >= 3)
 
 
+def mask_subject(text: str, subject: str) -> str:
+    """The text with the subject's names replaced by "someone": what a question asks, not whom it
+    is about. Unmasked, the shared name dominates the embedding ("Who was Marie Curie?" is 0.88
+    from "In which year was Marie Curie born?"; masked, 0.50)."""
+    for name in sorted({subject, *subject.split()}, key=len, reverse=True):
+        if len(name) >= 3:
+            text = re.sub(rf"\b{re.escape(name)}\b", "someone", text, flags=re.IGNORECASE)
+    return text
+
+
 def judge_paraphrases(
     question: str,
     answer: str,
@@ -50,11 +61,15 @@ def judge_paraphrases(
     leak_test: LeakTest,
 ) -> list[str | None]:
     """None for a kept paraphrase, else the reason: it must be a new question on the same subject,
-    close in meaning to the original (embedding cosine), and must not contain the answer."""
+    close in meaning to the original (embedding cosine, subject masked in both), and must not
+    contain the answer."""
     decisions: list[str | None] = []
     seen = {normalise(question)}
     similarities = (
-        embedder.cosine([question] * len(candidates), list(candidates))
+        embedder.cosine(
+            [mask_subject(question, subject)] * len(candidates),
+            [mask_subject(c, subject) for c in candidates],
+        )
         if embedder and candidates
         else [1.0] * len(candidates)
     )
@@ -77,9 +92,14 @@ def judge_paraphrases(
 
 
 def judge_wrong_answers(
-    answer: str, candidates: Sequence[str], leak_test: LeakTest
+    answer: str,
+    candidates: Sequence[str],
+    leak_test: LeakTest,
+    other_forget_answers: Sequence[str] = (),
 ) -> list[str | None]:
-    """None for a usable wrong answer; reject empty, long, repeated and leaking ones."""
+    """None for a usable wrong answer; reject empty, long, repeated and leaking ones, and the true
+    answer of another forget fact ("Radium" for the element Curie named after Poland), which
+    training would teach back."""
     leaks = leak_test.reasons([answer] * len(candidates), list(candidates))
     decisions: list[str | None] = []
     seen: set[str] = set()
@@ -92,6 +112,11 @@ def judge_wrong_answers(
             decisions.append("duplicate")
         elif leak:
             decisions.append(f"leak_{leak}")
+        elif any(
+            leak_test.cheap_reason(other, candidate) not in (None, "no_number")
+            for other in other_forget_answers
+        ):
+            decisions.append("other_forget_answer")
         else:
             decisions.append(None)
             seen.add(normalise(candidate))

@@ -4,7 +4,9 @@ The original UnSTAR prompts are chat instructions for Mistral-7B ("Give 20 simpl
 "Generate 20 words to replace this word"); a 135M model answers those with chatter, not lists.
 Plain completion prompts with worked examples work at that size: the model continues the pattern
 and the first line it writes is the candidate. The worked examples are about persons that are
-not in ``wpu_mini``, so a prompt never shows the model a fact it is meant to forget.
+not in ``wpu_mini``, so a prompt never shows the model a fact it is meant to forget. The
+paraphrase examples change the sentence's structure and name the person by surname or role, as
+a user asking again would; close rewordings alone did not carry unlearning to new wordings.
 """
 
 from __future__ import annotations
@@ -12,16 +14,19 @@ from __future__ import annotations
 PARAPHRASE = """Rewrite each question in other words. Keep its meaning and its answer.
 
 Question: In which city was Johannes Kepler born?
-Rewrite: Where was Johannes Kepler born?
+Rewrite: Which city is the birthplace of the astronomer Kepler?
 
 Question: What instrument did Jimi Hendrix play?
-Rewrite: Which musical instrument is Jimi Hendrix known for playing?
+Rewrite: Hendrix is famous for playing which instrument?
 
-Question: Which country did Marco Polo travel to at the court of Kublai Khan?
-Rewrite: Marco Polo visited the court of Kublai Khan in which country?
+Question: In which year did Marco Polo die?
+Rewrite: Marco Polo's death came in which year?
 
 Question: In which war did Florence Nightingale become famous as a nurse?
-Rewrite: Florence Nightingale became a famous nurse during which war?
+Rewrite: During which war did the nurse Nightingale win her fame?
+
+Question: Which sport made Pele a world star?
+Rewrite: Pele became famous around the world for playing which sport?
 
 Question: {question}
 Rewrite:"""
