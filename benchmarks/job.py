@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 import time
@@ -93,8 +95,25 @@ NOT_RESULT_SHAPING = ("tracking", "cache_dir", "force")
 
 
 def job_key(config: dict[str, Any]) -> str:
-    """The identity of a job's results: a hash of its resolved config, less where it logs."""
-    return fingerprint({k: v for k, v in config.items() if k not in NOT_RESULT_SHAPING})
+    """The identity of a job's results: a hash of its resolved config, less where it logs, and of
+    the harness code, so that results of an older version are not reused after an update."""
+    shaping = {k: v for k, v in config.items() if k not in NOT_RESULT_SHAPING}
+    return fingerprint(shaping, harness_code())
+
+
+@functools.cache
+def harness_code() -> str:
+    """A hash of every source and data file of the harness's packages."""
+    root = Path(__file__).resolve().parent.parent
+    files = sorted(
+        path
+        for package in ("benchmarks", "baselines", "unstar")
+        for path in (root / package).rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    )
+    return fingerprint(
+        [(str(f.relative_to(root)), hashlib.sha256(f.read_bytes()).hexdigest()) for f in files]
+    )
 
 
 def _finished(index: Path, output_dir: Path) -> dict[str, Any] | None:

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 from omegaconf import DictConfig
 
+import benchmarks.job
 import benchmarks.target
-from benchmarks.job import run_job
+from benchmarks.job import job_key, run_job
 from benchmarks.methods import METHODS, load_method_modules
 
 #: Seconds, not minutes: a few optimiser steps; force: each job really runs, never skipped as a
@@ -138,3 +139,14 @@ def test_failing_method_is_recorded(
     assert returned["status"] == "failed"
     assert returned["error"] == "RuntimeError: boom in unlearn"
     assert read_results(tmp_path / "returned")["status"] == "failed"
+
+
+def test_job_key_ignores_where_results_go_but_not_a_code_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = {"seed": 0, "method": {"name": "npo"}, "tracking": {"mode": "offline"}}
+    before = job_key(config)
+    assert job_key({**config, "tracking": {"mode": "online"}, "force": True}) == before
+    assert job_key({**config, "seed": 1}) != before
+    monkeypatch.setattr(benchmarks.job, "harness_code", lambda: "an edited method")
+    assert job_key(config) != before

@@ -111,11 +111,11 @@ def test_wrong_answer_filter_rejects_leaks_repeats_and_chatter() -> None:
     ]  # fmt: skip
 
 
-def test_wrong_answer_filter_rejects_the_answer_of_another_forget_fact() -> None:
+def test_wrong_answer_filter_rejects_the_answer_of_another_named_fact() -> None:
     decisions = judge_wrong_answers(
         "Polonium", ["Radium", "radium.", "Francium", "1899"], STRINGS_ONLY, ["Radium", "1867"]
     )
-    assert decisions == ["other_forget_answer", "other_forget_answer", None, None]
+    assert decisions == ["answer_of_other_fact", "answer_of_other_fact", None, None]
 
 
 def test_rationale_filter_wants_a_sentence_for_the_wrong_answer_without_the_true_one() -> None:
@@ -218,6 +218,18 @@ def test_antisamples_are_cached_and_saved_readably(setup) -> None:
     ]
     assert {s["record_id"] for s in saved} == {r.id for r in data.forget}
     assert all(s["wrong_answer"] in ("Vienna", "Zurich") for s in saved)
+
+
+def test_antisamples_made_by_other_generation_code_are_not_reused(setup, monkeypatch) -> None:
+    make, canned = setup
+    method, model, tokenizer, data, ctx = make("method.max_iterations=1")
+    method.unlearn(model, tokenizer, data, ctx)
+    calls = canned.calls
+    monkeypatch.setattr("unstar.antisamples.generation_code", lambda: "an edited prompt")
+    method, model, tokenizer, data, ctx = make("method.max_iterations=1")
+    metrics = method.unlearn(model, tokenizer, data, ctx).metrics
+
+    assert not metrics["antisamples_cached"] and canned.calls > calls
 
 
 def test_rationale_switch_shows_in_the_saved_antisamples(setup) -> None:

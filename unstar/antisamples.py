@@ -150,13 +150,14 @@ class AntiSampleGenerator:
             prompts.WRONG_ANSWER.format(question=r.question, answer=r.answer) for r in records
         ]
         candidates = self._sample(prompts_, self.cfg.n_wrong, 12, "unstar: wrong answers")
-        forget_answers = {r.answer for r in pool if r.split == "forget"}
+        # The facts the user named: those to forget and the same persons' facts to keep.
+        named = {r.answer for r in pool if r.split in ("forget", "forget_facts_retained")}
         kept = []
         for record, options in zip(records, candidates, strict=True):
             options = [o.rstrip(".") for o in options]
             decisions = (
                 judge_wrong_answers(
-                    record.answer, options, self.leak_test, sorted(forget_answers - {record.answer})
+                    record.answer, options, self.leak_test, sorted(named - {record.answer})
                 )
                 if self.cfg.filter
                 else [None if o else "empty" for o in options]
@@ -244,6 +245,18 @@ class AntiSampleGenerator:
         return self.build(records, questions, pool, iteration=0)
 
 
+def generation_code() -> str:
+    """A hash of the code that turns knobs into anti-samples: samples made by an older prompt or
+    filter are not reused."""
+    here = Path(__file__).parent
+    return fingerprint(
+        *(
+            (here / name).read_text("utf-8")
+            for name in ("prompts.py", "filters.py", "antisamples.py")
+        )
+    )
+
+
 def cached_initial(
     generator: AntiSampleGenerator,
     records: Sequence[QARecord],
@@ -252,11 +265,10 @@ def cached_initial(
     key_parts: Any,
 ) -> tuple[list[AntiSample], dict[str, Any], bool]:
     """Iteration-0 anti-samples and their report, from the cache when the same inputs made them."""
-    path = (
-        cache
-        / "antisamples"
-        / f"{fingerprint(key_parts, [asdict(r) for r in records], [r.id for r in pool])}.json"
+    key = fingerprint(
+        key_parts, generation_code(), [asdict(r) for r in records], [r.id for r in pool]
     )
+    path = cache / "antisamples" / f"{key}.json"
     if path.exists():
         saved = json.loads(path.read_text("utf-8"))
         return [AntiSample(**s) for s in saved["samples"]], saved["report"], True

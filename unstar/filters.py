@@ -95,11 +95,11 @@ def judge_wrong_answers(
     answer: str,
     candidates: Sequence[str],
     leak_test: LeakTest,
-    other_forget_answers: Sequence[str] = (),
+    other_answers: Sequence[str] = (),
 ) -> list[str | None]:
     """None for a usable wrong answer; reject empty, long, repeated and leaking ones, and the true
-    answer of another forget fact ("Radium" for the element Curie named after Poland), which
-    training would teach back."""
+    answer of another fact to forget or keep ("Radium" for the element Curie named after Poland):
+    training would teach a forgotten fact back or overwrite a kept one."""
     leaks = leak_test.reasons([answer] * len(candidates), list(candidates))
     decisions: list[str | None] = []
     seen: set[str] = set()
@@ -114,9 +114,9 @@ def judge_wrong_answers(
             decisions.append(f"leak_{leak}")
         elif any(
             leak_test.cheap_reason(other, candidate) not in (None, "no_number")
-            for other in other_forget_answers
+            for other in other_answers
         ):
-            decisions.append("other_forget_answer")
+            decisions.append("answer_of_other_fact")
         else:
             decisions.append(None)
             seen.add(normalise(candidate))
