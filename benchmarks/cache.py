@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,16 @@ def fingerprint(*parts: Any) -> str:
     """A short stable hash of JSON-able parts: the cache key of whatever they shaped."""
     blob = json.dumps(parts, sort_keys=True, default=str, ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def files_fingerprint(root: Path, files: Iterable[Path]) -> str:
+    """A short stable hash of files' names (relative to ``root``) and contents: the version of the
+    code that made a cached result."""
+    return fingerprint(
+        sorted(
+            (str(f.relative_to(root)), hashlib.sha256(f.read_bytes()).hexdigest()) for f in files
+        )
+    )
 
 
 def _umask() -> int:

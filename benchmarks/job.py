@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 import time
@@ -16,7 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from transformers import set_seed
 
-from benchmarks.cache import atomic_write_text, fingerprint
+from benchmarks.cache import atomic_write_text, files_fingerprint, fingerprint
 from benchmarks.data import load_data
 from benchmarks.evaluation.evaluate import evaluate_model
 from benchmarks.evaluation.suite import ModelRun, check_suite, run_suite
@@ -105,14 +104,14 @@ def job_key(config: dict[str, Any]) -> str:
 def harness_code() -> str:
     """A hash of every source and data file of the harness's packages."""
     root = Path(__file__).resolve().parent.parent
-    files = sorted(
-        path
-        for package in ("benchmarks", "baselines", "unstar")
-        for path in (root / package).rglob("*")
-        if path.is_file() and "__pycache__" not in path.parts
-    )
-    return fingerprint(
-        [(str(f.relative_to(root)), hashlib.sha256(f.read_bytes()).hexdigest()) for f in files]
+    return files_fingerprint(
+        root,
+        (
+            path
+            for package in ("benchmarks", "baselines", "unstar")
+            for path in (root / package).rglob("*")
+            if path.is_file() and "__pycache__" not in path.parts
+        ),
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from benchmarks.cache import atomic_write_text, fingerprint
+from benchmarks.cache import atomic_write_text, files_fingerprint, fingerprint
 from benchmarks.data.records import QARecord
 from benchmarks.evaluation.generation import generate
 from benchmarks.evaluation.leak import Embedder, LeakTest, default_embedder
@@ -249,11 +249,8 @@ def generation_code() -> str:
     """A hash of the code that turns knobs into anti-samples: samples made by an older prompt or
     filter are not reused."""
     here = Path(__file__).parent
-    return fingerprint(
-        *(
-            (here / name).read_text("utf-8")
-            for name in ("prompts.py", "filters.py", "antisamples.py")
-        )
+    return files_fingerprint(
+        here, (here / n for n in ("prompts.py", "filters.py", "antisamples.py"))
     )
 
 

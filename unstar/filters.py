@@ -112,10 +112,7 @@ def judge_wrong_answers(
             decisions.append("duplicate")
         elif leak:
             decisions.append(f"leak_{leak}")
-        elif any(
-            leak_test.cheap_reason(other, candidate) not in (None, "no_number")
-            for other in other_answers
-        ):
+        elif any(leak_test.string_leak(other, candidate) for other in other_answers):
             decisions.append("answer_of_other_fact")
         else:
             decisions.append(None)
@@ -138,7 +135,7 @@ def judge_rationales(
             decisions.append("too_short")
         elif leak:
             decisions.append(f"leak_{leak}")
-        elif leak_test.cheap_reason(wrong, rationale) in (None, "no_number"):
+        elif not leak_test.string_leak(wrong, rationale):
             decisions.append("not_about_wrong_answer")
         else:
             decisions.append(None)

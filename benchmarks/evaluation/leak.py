@@ -108,6 +108,10 @@ class LeakTest:
             return "fuzzy"
         return None
 
+    def string_leak(self, gold: str, text: str) -> bool:
+        """Whether the string checks alone find the gold answer in the text."""
+        return self.cheap_reason(gold, text) not in (None, "no_number")
+
     def reasons(self, golds: Sequence[str], texts: Sequence[str]) -> list[str | None]:
         """Per pair, the check that found the gold answer in the text, or None if it does not leak."""
         reasons = [self.cheap_reason(g, t) for g, t in zip(golds, texts, strict=True)]
