@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import hydra
@@ -9,8 +10,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from benchmarks.components import discover
+from benchmarks.config import ConfigError, refuse_secret_overrides
 from benchmarks.job import run_job
 from benchmarks.report import print_summary
+
+discover()  # registers the methods and their config schemas before Hydra composes
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
@@ -23,4 +28,8 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    try:
+        refuse_secret_overrides(sys.argv[1:])
+    except ConfigError as err:
+        sys.exit(f"Error: {err}")
     main()

@@ -10,9 +10,12 @@ licong-lin/negative-preference-optimization TOFU/config/forget.yaml and open-unl
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
+from benchmarks.config import MethodConfig, knob
 from benchmarks.methods import METHODS, TrainingMethod
 from benchmarks.training import Batch, Reference, sequence_nll, token_logprobs
 
@@ -24,8 +27,15 @@ def log_ratio(model, batch: Batch, reference: Reference) -> torch.Tensor:
     return -nll - reference_logprobs.sum(-1)
 
 
+@dataclass
+class NPOConfig(MethodConfig):
+    beta: float = knob(help="inverse temperature: how soon the push on an answer fades", gt=0)
+
+
 @METHODS.register("npo")
 class NPO(TrainingMethod):
+    config_class = NPOConfig
+
     def forget_loss(self, model, batch, reference) -> torch.Tensor:
         beta = self.cfg.beta
         return -(2 / beta) * F.logsigmoid(-beta * log_ratio(model, batch, reference())).mean()

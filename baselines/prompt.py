@@ -8,13 +8,21 @@ dataset's subjects to forget.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
+from benchmarks.config import MethodConfig, knob
 from benchmarks.methods import METHODS, Method, Unlearned
+
+
+@dataclass
+class PromptConfig(MethodConfig):
+    system_prompt: str = knob(help="the system prompt; {subjects} names the forget subjects")
 
 
 @METHODS.register("prompt")
 class PromptBaseline(Method):
+    config_class = PromptConfig
+
     def unlearn(self, model, tokenizer, data, ctx) -> Unlearned:
         # Datasets without a subject list still name the subject of each forget record.
         subjects = data.subjects_to_forget or tuple(dict.fromkeys(r.subject for r in data.forget))

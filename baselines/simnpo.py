@@ -10,15 +10,26 @@ forget10 (peer_harnesses.md §2, §8).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
+from benchmarks.config import MethodConfig, knob
 from benchmarks.methods import METHODS, TrainingMethod
 from benchmarks.training import sequence_nll
 
 
+@dataclass
+class SimNPOConfig(MethodConfig):
+    beta: float = knob(help="inverse temperature of the sigmoid", gt=0)
+    delta: float = knob(help="margin subtracted from the mean-token NLL", ge=0)
+
+
 @METHODS.register("simnpo")
 class SimNPO(TrainingMethod):
+    config_class = SimNPOConfig
+
     def forget_loss(self, model, batch, reference) -> torch.Tensor:
         beta, delta = self.cfg.beta, self.cfg.delta
         nll, lengths = sequence_nll(model, batch)

@@ -19,11 +19,13 @@ import difflib
 import random
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
 
+from benchmarks.config import MethodConfig, knob
 from benchmarks.methods import METHODS, TrainingMethod
 from benchmarks.training import Pair
 
@@ -72,8 +74,17 @@ def shared_answer_positions(
     return rows, student_positions, teacher_positions
 
 
+@dataclass
+class WHPConfig(MethodConfig):
+    anchor_penalty: float = knob(help="lowered from the generic name's first-token logits", ge=0)
+    hard_targets: bool = knob(help="train toward the teacher's argmax, not its distribution")
+    generic_names: list[str] = knob(help="one is drawn per subject with the job seed")
+
+
 @METHODS.register("whp")
 class WHP(TrainingMethod):
+    config_class = WHPConfig
+
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
         self.anchor_token_ids: list[int] = []  # set with the pairs, once the names are drawn

@@ -16,10 +16,12 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import set_seed
 
 from benchmarks.cache import atomic_write_text, files_fingerprint, fingerprint
+from benchmarks.components import discover
+from benchmarks.config import validate
 from benchmarks.data import load_data
 from benchmarks.evaluation.evaluate import evaluate_model
 from benchmarks.evaluation.suite import ModelRun, check_suite, run_suite
-from benchmarks.methods import METHODS, JobContext, load_method_modules
+from benchmarks.methods import METHODS, JobContext
 from benchmarks.models import cache_dir, load_model
 from benchmarks.prompting import Prompter
 from benchmarks.target import prepare_target
@@ -47,7 +49,7 @@ def run_job(
     cfg: DictConfig, output_dir: Path, *, group: str | None = None, raise_errors: bool = True
 ) -> dict[str, Any]:
     """Run one configured job and return its results record (also written to ``results.json``)."""
-    load_method_modules()
+    discover()
     config = OmegaConf.to_container(cfg, resolve=True)
     # .get: a group option that is not a method (method=_train_defaults) has no name at all.
     if cfg.method.get("name") not in METHODS:
@@ -133,6 +135,7 @@ def _finished(index: Path, output_dir: Path) -> dict[str, Any] | None:
 
 
 def _run(cfg: DictConfig, output_dir: Path, tracker: Tracker, timer: Timer) -> dict[str, Any]:
+    validate(cfg)
     set_seed(cfg.seed)
     check_suite(cfg.eval)
     cache = cache_dir(cfg.get("cache_dir"))

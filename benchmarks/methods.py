@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from benchmarks.config import MethodConfig
 from benchmarks.data.records import QARecord, UnlearningData
 from benchmarks.prompting import Prompter
 from benchmarks.registry import Registry
@@ -44,7 +45,10 @@ class Unlearned:
 
 
 class Method:
-    """Base of every method; ``cfg`` is the resolved ``method`` config group."""
+    """Base of every method; ``cfg`` is the resolved ``method`` config group, typed by
+    ``config_class`` (a method with knobs of its own declares a subclass of MethodConfig)."""
+
+    config_class: type[MethodConfig] = MethodConfig
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
@@ -103,9 +107,3 @@ class TrainingMethod(Method):
         )
         final = history[-1] if history else {}
         return Unlearned(model, ctx.prompter, {"train_loss": final.get("train_loss")})
-
-
-def load_method_modules() -> None:
-    """Import the packages whose modules register methods."""
-    import baselines  # noqa: F401
-    import unstar  # noqa: F401

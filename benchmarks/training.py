@@ -1,9 +1,10 @@
 """The one forget/retain trainer every training method, the target fine-tune and UnSTAR share.
 
-It owns what methods must not re-implement: pairing forget and retain batches, the
-``gamma * forget + alpha * retain`` combination, the frozen reference model (built lazily, only
-when a loss asks for it), LoRA or full fine-tuning, and logging of each loss term. A method brings
-its forget loss (and optionally overrides the retain loss type).
+It is TRL's :class:`~trl.SFTTrainer` (its config, peft integration and training loop) extended
+with what TRL lacks: a retain stream paired with the forget stream, the
+``gamma * forget + alpha * retain`` combination, and a frozen reference model built lazily in
+memory (TRL's trainers would load their own from disk). It owns what methods must not
+re-implement; a method brings its forget loss (and optionally its retain loss type).
 """
 
 from __future__ import annotations
@@ -12,20 +13,17 @@ import copy
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import datasets
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
-from transformers import (
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-    Trainer,
-    TrainerCallback,
-    TrainingArguments,
-)
+from peft import LoraConfig
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+from trl import SFTConfig, SFTTrainer
 
+from benchmarks.config import LoraSpec, TrainConfig
 from benchmarks.prompting import encode_pair, pad_encoded
 
 Batch = dict[str, torch.Tensor]
@@ -49,7 +47,8 @@ class Reference:
 
     def __init__(self, model: PreTrainedModel) -> None:
         self._peft = hasattr(model, "disable_adapter")
-        self._model = model if self._peft else copy.deepcopy(model).eval().requires_grad_(False)
+        self._model = model if self._peft else unpatched(copy.deepcopy(model)).eval()
+        self._model.requires_grad_(False)
 
     @torch.no_grad()
     def logits(self, batch: Batch) -> torch.Tensor:
@@ -58,6 +57,13 @@ class Reference:
             with self._model.disable_adapter():
                 return self._model(**inputs).logits
         return self._model(**inputs).logits
+
+
+def unpatched(model: PreTrainedModel) -> PreTrainedModel:
+    """Drop the forward TRL's SFTTrainer sets on the instance (its fused LM head): a deep copy
+    would keep it, and that closure runs the *original* model, not the copy."""
+    model.__dict__.pop("forward", None)
+    return model
 
 
 class ForgetLoss(Protocol):
@@ -119,43 +125,65 @@ def collate(items: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
     return {key: collate([item[key] for item in items], pad_id) for key in items[0]}
 
 
-class PairedDataset(Dataset):
-    """Indexes the forget pairs; each comes with a retain pair from a seeded permutation."""
-
-    def __init__(self, forget: list[dict], retain: list[dict], seed: int) -> None:
-        self.forget, self.retain = forget, retain
-        generator = torch.Generator().manual_seed(seed)
-        self.retain_order = torch.randperm(len(retain), generator=generator).tolist()
-
-    def __len__(self) -> int:
-        return len(self.forget)
-
-    def __getitem__(self, index: int) -> dict[str, dict]:
-        item = {"forget": self.forget[index]}
-        if self.retain:
-            item["retain"] = self.retain[self.retain_order[index % len(self.retain)]]
-        return item
+def paired_dataset(forget: list[dict], retain: list[dict], seed: int) -> datasets.Dataset:
+    """One row per forget example, each with a retain example from a seeded permutation."""
+    rows: list[dict[str, Any]] = [{"forget": item} for item in forget]
+    if retain:
+        order = torch.randperm(len(retain), generator=torch.Generator().manual_seed(seed)).tolist()
+        for index, row in enumerate(rows):
+            row["retain"] = retain[order[index % len(retain)]]
+    return datasets.Dataset.from_list(rows)
 
 
-class UnlearnTrainer(Trainer):
-    """HF Trainer whose loss is ``gamma * forget_loss + alpha * retain_loss``."""
+@dataclass
+class UnlearnConfig(SFTConfig):
+    """TRL's SFT config plus the forget/retain combination, which SFT has no notion of."""
 
-    def __init__(
-        self,
-        *args: Any,
-        forget_loss: ForgetLoss,
-        gamma: float,
-        alpha: float,
-        retain_loss: str,
-        **kwargs: Any,
-    ) -> None:
+    gamma: float = field(default=1.0, metadata={"help": "weight of the forget term"})
+    alpha: float = field(default=0.0, metadata={"help": "weight of the retain term"})
+    retain_loss: str = field(default="none", metadata={"help": "retain term: nll, kl or none"})
+
+
+def trainer_args(cfg: TrainConfig, output_dir: str, seed: int) -> UnlearnConfig:
+    """Our short config names mapped onto TRL's fields (one place, one meaning each)."""
+    return UnlearnConfig(
+        output_dir=output_dir,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps or -1,
+        learning_rate=cfg.lr,
+        lr_scheduler_type=cfg.scheduler,
+        warmup_steps=cfg.warmup,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        logging_steps=cfg.logging_steps,
+        max_length=cfg.max_length,
+        gamma=cfg.gamma,
+        alpha=cfg.alpha,
+        retain_loss=cfg.retain_loss,
+        # Examples come encoded (prompt masked, forget and retain paired): TRL must not re-tokenise.
+        dataset_kwargs={"skip_prepare_dataset": True},
+        remove_unused_columns=False,
+        # TRL's defaults that would change results or speed on a CPU: bf16 autocast, recomputation.
+        bf16=False,
+        gradient_checkpointing=False,
+        save_strategy="no",
+        report_to=[],
+        seed=seed,
+        data_seed=seed,
+        dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=False,
+    )
+
+
+class UnlearnTrainer(SFTTrainer):
+    """TRL's SFT trainer whose loss is ``gamma * forget_loss + alpha * retain_loss``."""
+
+    def __init__(self, *args: Any, forget_loss: ForgetLoss, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.forget_loss, self.gamma, self.alpha, self.retain_loss = (
-            forget_loss,
-            gamma,
-            alpha,
-            retain_loss,
-        )
+        self.forget_loss = forget_loss
         self._reference: Reference | None = None
         self._terms: dict[str, list[float]] = defaultdict(list)
 
@@ -165,27 +193,28 @@ class UnlearnTrainer(Trainer):
         return self._reference
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        args = self.args
         forget_term = self.forget_loss(model, inputs["forget"], self.reference)
-        loss = self.gamma * forget_term
+        loss = args.gamma * forget_term
         self._terms["forget_loss"].append(forget_term.item())
-        if self.alpha and self.retain_loss != "none" and "retain" in inputs:
+        if args.alpha and args.retain_loss != "none" and "retain" in inputs:
             retain = inputs["retain"]
-            if self.retain_loss == "nll":
+            if args.retain_loss == "nll":
                 retain_term = mean_nll(model, retain)
-            elif self.retain_loss == "kl":
+            elif args.retain_loss == "kl":
                 retain_term = answer_kl(model, retain, self.reference())
             else:
-                raise ValueError(f"retain_loss={self.retain_loss!r}; choose nll, kl or none")
-            loss = loss + self.alpha * retain_term
+                raise ValueError(f"retain_loss={args.retain_loss!r}; choose nll, kl or none")
+            loss = loss + args.alpha * retain_term
             self._terms["retain_loss"].append(retain_term.item())
         return (loss, None) if return_outputs else loss
 
-    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         for name, values in self._terms.items():
             if values:
                 logs[name] = sum(values) / len(values)
         self._terms.clear()
-        super().log(logs, *args, **kwargs)
+        super().log(logs, start_time)
 
 
 class _History(TrainerCallback):
@@ -199,17 +228,14 @@ class _History(TrainerCallback):
             self.log_fn({f"{self.phase}/{k}": v for k, v in record.items()})
 
 
-def apply_lora(model: PreTrainedModel, lora_cfg: Any) -> PreTrainedModel:
-    from peft import LoraConfig, get_peft_model
-
-    config = LoraConfig(
-        r=lora_cfg.r,
-        lora_alpha=lora_cfg.alpha,
-        lora_dropout=lora_cfg.dropout,
-        target_modules=lora_cfg.target_modules,
+def lora_config(spec: LoraSpec) -> LoraConfig:
+    return LoraConfig(
+        r=spec.r,
+        lora_alpha=spec.alpha,
+        lora_dropout=spec.dropout,
+        target_modules=spec.target_modules,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
 
 
 def train(
@@ -218,65 +244,37 @@ def train(
     forget: list[ForgetExample],
     retain: list[Pair],
     forget_loss: ForgetLoss,
-    cfg: Any,
+    cfg: TrainConfig,
     *,
     seed: int,
     phase: str,
     log_fn: Callable[[dict[str, float]], None] | None = None,
 ) -> tuple[PreTrainedModel, list[dict[str, float]]]:
-    """Train on forget (and retain) pairs; returns the plain model (LoRA merged) and loss history.
-
-    ``cfg`` holds lr, epochs, batch_size, max_steps, gamma, alpha, retain_loss, warmup_ratio,
-    weight_decay, max_length and ``lora`` (``enabled``, r, alpha, dropout, target_modules).
-    """
+    """Train on forget (and retain) pairs; returns the plain model (LoRA merged) and loss history."""
 
     def encode(examples: list[ForgetExample]) -> list[dict[str, Any]]:
         return [encode_example(tokenizer, example, cfg.max_length) for example in examples]
 
-    dataset = PairedDataset(encode(forget), encode(retain), seed)
-    if cfg.lora.enabled:
-        model = apply_lora(model, cfg.lora)
+    dataset = paired_dataset(encode(forget), encode(retain), seed)
     model.train()
     history = _History(phase, log_fn)
     with tempfile.TemporaryDirectory(prefix="unstar-bench-train-") as scratch:
-        args = TrainingArguments(
-            output_dir=scratch,
-            per_device_train_batch_size=cfg.batch_size,
-            gradient_accumulation_steps=cfg.get("grad_accum", 1),
-            num_train_epochs=cfg.epochs,
-            max_steps=cfg.get("max_steps") or -1,
-            learning_rate=cfg.lr,
-            lr_scheduler_type=cfg.get("scheduler", "linear"),
-            warmup_steps=cfg.get("warmup", 0.0),
-            weight_decay=cfg.get("weight_decay", 0.0),
-            max_grad_norm=cfg.get("max_grad_norm", 1.0),
-            logging_steps=cfg.get("logging_steps", 5),
-            save_strategy="no",
-            report_to=[],
-            seed=seed,
-            data_seed=seed,
-            remove_unused_columns=False,
-            dataloader_num_workers=0,
-            use_cpu=not torch.cuda.is_available(),
-            disable_tqdm=False,
-        )
         pad_id = tokenizer.pad_token_id
         trainer = UnlearnTrainer(
             model=model,
-            args=args,
+            args=trainer_args(cfg, scratch, seed),
             train_dataset=dataset,
+            processing_class=tokenizer,
             data_collator=lambda items: collate(items, pad_id),
+            peft_config=lora_config(cfg.lora) if cfg.lora.enabled else None,
             forget_loss=forget_loss,
-            gamma=cfg.get("gamma", 1.0),
-            alpha=cfg.get("alpha", 0.0),
-            retain_loss=cfg.get("retain_loss", "none"),
             callbacks=[history],
         )
         trainer.train()
     model = trainer.model
     if cfg.lora.enabled:
         model = model.merge_and_unload()
-    model.eval()
+    unpatched(model).eval()
     return model, history.records
 
 

@@ -10,6 +10,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from benchmarks.components import discover
+
+discover()  # the config schemas, as run.py registers them
+
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 EXTERNAL = Path(__file__).resolve().parents[2] / "shared" / "external"
 

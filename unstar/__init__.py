@@ -1,5 +1,1 @@
 """UnSTAR: unlearning with self-taught anti-sample reasoning (arXiv 2410.17050)."""
-
-from unstar import method
-
-__all__ = ["method"]

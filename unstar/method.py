@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from omegaconf import OmegaConf
 
 from benchmarks.cache import atomic_write_text
+from benchmarks.config import LeakConfig, MethodConfig, knob
 from benchmarks.evaluation.evaluate import leak_test_from
 from benchmarks.evaluation.generation import generate
 from benchmarks.methods import METHODS, Method, Unlearned, qa_pairs
@@ -36,8 +37,35 @@ GENERATION_KEYS = (
 )  # fmt: skip
 
 
+@dataclass
+class UnSTARConfig(MethodConfig):
+    generator: str = knob(help="self (the model being unlearned), base, or a hub name / dir")
+    paraphrase: bool = knob(help="generate paraphrased questions q*")
+    n_paraphrases: int = knob(help="paraphrase candidates sampled per forget question", ge=0)
+    max_paraphrases: int = knob(help="paraphrases kept per forget question", ge=0)
+    paraphrase_min_similarity: float = knob(
+        help="cosine to the question, subject masked", ge=-1, le=1
+    )
+    include_original: bool = knob(help="train on the original question too")
+    n_wrong: int = knob(help="wrong-answer candidates sampled per question", ge=1)
+    max_wrong: int = knob(help="wrong answers kept per question", ge=1)
+    min_wrong: int = knob(help="fewer accepted: fall back to answers of similar questions", ge=0)
+    filter: bool = knob(help="false: accept every candidate (ablation of the filters)")
+    rationale: bool = knob(help="append a misleading rationale to the wrong answer")
+    temperature: float = knob(help="sampling temperature of the candidates", gt=0)
+    generation_batch_size: int = knob(help="prompts per generation batch", ge=1)
+    leak: LeakConfig = knob(help="rejects candidates that state the true answer",
+                            default_factory=LeakConfig)  # fmt: skip
+    max_iterations: int = knob(help="train-probe rounds at most", ge=1)
+    harder: bool = knob(help="the paper's step 4: harder rephrasings of unlearned facts")
+    probe_max_new_tokens: int = knob(help="answer length when probing", ge=1)
+    retain: bool = knob(help="reinforce retain questions with their true answers")
+
+
 @METHODS.register("unstar")
 class UnSTAR(Method):
+    config_class = UnSTARConfig
+
     def unlearn(self, model, tokenizer, data, ctx) -> Unlearned:
         cfg = self.cfg
         leak_test = leak_test_from(cfg.leak)

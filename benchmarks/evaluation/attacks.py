@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from benchmarks.config import TrainConfig
 from benchmarks.data.records import QARecord, UnlearningData
 from benchmarks.evaluation.generation import generate
 from benchmarks.evaluation.metrics import rougeL_recall
@@ -118,16 +118,8 @@ def relearn(victim: Victim, data: UnlearningData, cfg: Any) -> list[Probe]:
     n_train = min(len(forget) - 1, max(1, round(len(forget) * cfg.fraction)))
     taught = [forget[i] for i in order[:n_train]]
     asked = [forget[i] for i in order[n_train:]]
-    train_cfg = OmegaConf.create(
-        {
-            "lr": cfg.lr,
-            "epochs": 1,
-            "max_steps": cfg.steps,
-            "batch_size": cfg.batch_size,
-            "max_length": 256,
-            "logging_steps": cfg.steps,
-            "lora": {"enabled": False},
-        }
+    train_cfg = TrainConfig(
+        lr=cfg.lr, epochs=1, max_steps=cfg.steps, batch_size=cfg.batch_size, logging_steps=cfg.steps
     )
     pairs = [Pair(victim.prompter(victim.tokenizer, r.question), r.answer) for r in taught]
     relearned, _ = train(
