@@ -10,12 +10,9 @@ chat-completions endpoint with the WPU judge prompts of reference/unstar_and_wpu
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 import re
-import time
-import urllib.error
-import urllib.request
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,6 +21,7 @@ from importlib import resources
 from typing import Any
 
 import numpy as np
+import openai
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from benchmarks.evaluation.criteria import harmonic_mean
@@ -40,6 +38,8 @@ from benchmarks.evaluation.judge_prompts import (
 from benchmarks.evaluation.leak import LeakTest, default_embedder, normalise
 from benchmarks.prompting import Prompter
 from benchmarks.registry import Registry
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -206,22 +206,40 @@ def replace_name(text: str, name: str, replacement: str) -> str:
 
 @JUDGES.register("openai")
 class OpenAIJudge(Judge):
-    """WPU's GPT judge over any OpenAI-compatible ``/chat/completions`` endpoint.
+    """WPU's GPT judge over any OpenAI-compatible ``/chat/completions`` endpoint, through the
+    official ``openai`` client: it retries time-outs, dropped connections, 429 and 5xx
+    (``retries`` times, with its back-off or the server's Retry-After); other errors fail at once.
 
     The API key is read from the environment variable named by ``api_key_env`` and sent only in
-    the Authorization header; it never enters a message, an error or a log line.
+    the Authorization header; it never enters a message, an error or a log line. Without a key
+    (a local server) no Authorization header is sent.
     """
-
-    TRANSIENT = (429, 500, 502, 503, 504)
 
     def __init__(self, cfg: Any, env: JudgeEnv) -> None:
         if not cfg.url:
             raise ValueError("eval.judge.kind=openai needs eval.judge.url (e.g. https://HOST/v1)")
-        self.url = cfg.url.rstrip("/") + "/chat/completions"
+        base_url = cfg.url.rstrip("/")
+        self.url = base_url + "/chat/completions"
         self.model = cfg.model
         self.api_key_env = cfg.api_key_env
+        key_var = f"${cfg.api_key_env}" if cfg.api_key_env else "no variable"
+        self.key_source = f"{key_var} (eval.judge.api_key_env)"
         self.timeout_s = float(cfg.timeout_s)
         self.retries = int(cfg.retries)
+        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        self.has_key = bool(key)
+        if not key:
+            log.warning("judge %s: no API key in %s; sending none", self.url, self.key_source)
+        # Always pass the key: given none, the client would read $OPENAI_API_KEY, whatever
+        # api_key_env says. It insists on one, so a keyless endpoint gets a placeholder that is
+        # never sent: each request omits the Authorization header.
+        self.client = openai.OpenAI(
+            base_url=base_url,
+            api_key=key or "no-key",
+            timeout=self.timeout_s,
+            max_retries=self.retries,
+        )
+        self.headers = None if key else {"Authorization": openai.Omit()}
 
     def privacy(self, items: Sequence[Judged]) -> list[float]:
         def score(item: Judged) -> float:
@@ -270,47 +288,53 @@ class OpenAIJudge(Judge):
         return parse_score(self._chat(messages), (1, 2, 3))
 
     def _chat(self, messages: list[dict[str, str]]) -> str:
-        """One chat completion with WPU's settings; transient failures are retried."""
-        body = {
-            "model": self.model,
-            "messages": messages,
-            "temperature": 0,
-            "top_p": 1,
-            "seed": 0,
-            "max_tokens": 512,
-            "stop": ["\n\n"],
-        }
-        headers = {"Content-Type": "application/json"}
-        key = os.environ.get(self.api_key_env) if self.api_key_env else None
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        request = urllib.request.Request(
-            self.url, data=json.dumps(body).encode("utf-8"), headers=headers, method="POST"
-        )
-        for attempt in range(self.retries + 1):
-            last = attempt == self.retries
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                    raw = response.read()
-                break
-            except urllib.error.HTTPError as err:
-                if err.code in self.TRANSIENT and not last:
-                    time.sleep(2**attempt)
-                    continue
-                raise JudgeError(
-                    f"judge {self.url} answered HTTP {err.code} {err.reason}"
-                ) from None
-            except OSError as err:  # time-outs, refused or dropped connections
-                if not last:
-                    continue
-                reason = getattr(err, "reason", None) or err
-                raise JudgeError(
-                    f"judge {self.url} did not answer (time-out {self.timeout_s:g}s, "
-                    f"{self.retries + 1} tries): {reason}"
-                ) from None
+        """One chat completion with WPU's settings; the client retries transient failures.
+
+        Errors name the endpoint and the HTTP status, never the server's message: an
+        authentication error may quote part of the key.
+        """
         try:
-            return str(json.loads(raw)["choices"][0]["message"]["content"])
-        except (ValueError, KeyError, IndexError, TypeError):
+            completion = self.client.chat.completions.create(
+                model=self.model,
+                messages=messages,  # type: ignore[arg-type]
+                temperature=0,
+                top_p=1,
+                seed=0,
+                max_tokens=512,
+                stop=["\n\n"],
+                extra_headers=self.headers,
+            )
+        except openai.APIConnectionError as err:  # time-outs, refused or dropped connections
             raise JudgeError(
-                f"malformed reply from judge {self.url} (not a chat completion): {raw[:200]!r}"
+                f"judge {self.url} did not answer (time-out {self.timeout_s:g}s, "
+                f"{self._tries()}): {err.__cause__ or err}"
             ) from None
+        except openai.APIStatusError as err:
+            code, reason = err.status_code, err.response.reason_phrase
+            if code in (401, 403):
+                detail = (
+                    f": check the key in {self.key_source}"
+                    if self.has_key
+                    else f": no API key in {self.key_source}"
+                )
+            else:
+                retried = code in (408, 409, 429) or code >= 500  # what the client retries
+                detail = f" ({self._tries()})" if retried else ""
+            raise JudgeError(f"judge {self.url} answered HTTP {code} {reason}{detail}") from None
+        except (openai.APIResponseValidationError, ValueError) as err:
+            body = getattr(err, "doc", None)  # a JSONDecodeError's text
+            detail = repr(body[:200]) if isinstance(body, str) else str(err)
+            raise JudgeError(
+                f"malformed reply from judge {self.url} (not a chat completion): {detail}"
+            ) from None
+        try:
+            return str(completion.choices[0].message.content)
+        except (AttributeError, IndexError, TypeError):
+            raise JudgeError(
+                f"malformed reply from judge {self.url} (not a chat completion): "
+                f"{str(completion)[:200]!r}"
+            ) from None
+
+    def _tries(self) -> str:
+        tries = self.retries + 1
+        return f"{tries} {'try' if tries == 1 else 'tries'}"
