@@ -142,16 +142,22 @@ def test_local_judge_scores(make_cfg: Callable[..., DictConfig]) -> None:
 # -- the OpenAI-compatible judge over HTTP -----------------------------------------------------
 
 
+STATUS = {"busy": 503, "rate_limited": 429, "bad_request": 400, "unauthorized": 401}
+
+
 class FakeJudgeServer:
     """A chat-completions endpoint on 127.0.0.1 that answers by the rubric it is sent.
 
     ``mode``: ``ok``; ``slow`` (sleeps past the client's time-out); ``malformed`` (a reply with no
-    rating); ``not_json``. ``fail_after`` switches to ``mode`` after that many good replies.
+    rating); ``not_json``; ``no_choices`` (JSON, but not a chat completion); an HTTP error of
+    :data:`STATUS` (``busy`` 503, ``rate_limited`` 429, ``bad_request``, ``unauthorized``), with a
+    Retry-After of 1 ms so that the client's retries take no time. ``fail_after`` switches to
+    ``mode`` after that many good replies, for ``failures`` requests (``None``: for good).
     """
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
-        self.mode, self.fail_after = "ok", 0
+        self.mode, self.fail_after, self.failures = "ok", 0, None
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -160,16 +166,27 @@ class FakeJudgeServer:
                 server.requests.append(
                     {"path": self.path, "auth": self.headers.get("Authorization"), "body": body}
                 )
-                mode = server.mode if len(server.requests) > server.fail_after else "ok"
+                failing = len(server.requests) - server.fail_after
+                over = server.failures is not None and failing > server.failures
+                mode = server.mode if failing > 0 and not over else "ok"
                 if mode == "slow":
                     time.sleep(1.0)
-                text = json.dumps(
+                status = STATUS.get(mode, 200)
+                content: dict[str, Any] = (
                     {"choices": [{"message": {"role": "assistant", "content": reply(body, mode)}}]}
+                    if status == 200
+                    # Like OpenAI's, the message quotes part of the key: it must not be shown.
+                    else {"error": {"message": f"Incorrect API key provided: {KEY[:6]}***"}}
                 )
-                payload = b"<html>busy</html>" if mode == "not_json" else text.encode()
-                self.send_response(200)
+                if mode == "no_choices":
+                    content = {"object": "list", "data": []}
+                payload = (
+                    b"<html>busy</html>" if mode == "not_json" else json.dumps(content).encode()
+                )
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
+                self.send_header("Retry-After-Ms", "1")
                 self.end_headers()
                 with suppress(BrokenPipeError, ConnectionResetError):  # a client that gave up
                     self.wfile.write(payload)
@@ -278,8 +295,58 @@ def test_openai_judge_without_a_key_sends_no_authorization(
     server: FakeJudgeServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("UNSTAR_TEST_JUDGE_KEY", raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-not-this-one")  # only api_key_env's variable counts
     assert openai_judge(server.url).privacy(ITEMS[:1]) == [0.0]
     assert server.requests[0]["auth"] is None
+
+
+@pytest.mark.parametrize("mode", ["busy", "rate_limited"])
+def test_429_and_5xx_are_retried(
+    server: FakeJudgeServer, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    monkeypatch.setenv("UNSTAR_TEST_JUDGE_KEY", KEY)
+    server.mode, server.fail_after, server.failures = mode, 1, 2
+    assert openai_judge(server.url, retries=2).privacy(ITEMS) == [0.0, 1.0, 1.0]
+    assert len(server.requests) == 5  # the second item tried three times
+    assert all(r["auth"] == f"Bearer {KEY}" for r in server.requests)
+
+
+def test_a_transient_error_past_the_retries_keeps_the_scores_so_far(
+    server: FakeJudgeServer,
+) -> None:
+    server.mode, server.fail_after = "busy", 1
+    with pytest.raises(
+        JudgeError, match=r"answered HTTP 503 Service Unavailable \(2 tries\) \(item 2 of 3\)"
+    ) as caught:
+        openai_judge(server.url, retries=1).privacy(ITEMS)
+    assert caught.value.scores == [0.0]
+    assert len(server.requests) == 3
+
+
+@pytest.mark.parametrize("has_key", [True, False])
+def test_a_refused_key_fails_at_once_naming_the_endpoint_and_the_variable(
+    server: FakeJudgeServer, monkeypatch: pytest.MonkeyPatch, has_key: bool
+) -> None:
+    if has_key:
+        monkeypatch.setenv("UNSTAR_TEST_JUDGE_KEY", KEY)
+    else:
+        monkeypatch.delenv("UNSTAR_TEST_JUDGE_KEY", raising=False)
+    server.mode = "unauthorized"
+    with pytest.raises(JudgeError) as caught:
+        openai_judge(server.url, retries=2).rejects(ITEMS)
+    message = str(caught.value)
+    assert f"judge {server.url}/chat/completions answered HTTP 401" in message
+    assert "$UNSTAR_TEST_JUDGE_KEY" in message
+    assert ("check the key" in message) == has_key and ("no API key" in message) != has_key
+    assert KEY[:6] not in message  # neither the key nor the server's quote of it
+    assert len(server.requests) == 1  # not retried
+
+
+def test_a_bad_request_is_not_retried(server: FakeJudgeServer) -> None:
+    server.mode = "bad_request"
+    with pytest.raises(JudgeError, match=r"answered HTTP 400 Bad Request \(item 1 of 3\)"):
+        openai_judge(server.url, retries=2).quality(ITEMS, forgotten=False)
+    assert len(server.requests) == 1
 
 
 def test_a_time_out_is_a_clear_error_that_keeps_the_scores_so_far(
@@ -296,7 +363,11 @@ def test_a_time_out_is_a_clear_error_that_keeps_the_scores_so_far(
 
 @pytest.mark.parametrize(
     ("mode", "message"),
-    [("malformed", "malformed judge reply"), ("not_json", "not a chat completion")],
+    [
+        ("malformed", "malformed judge reply"),
+        ("not_json", r"not a chat completion\): '<html>busy</html>'"),
+        ("no_choices", "not a chat completion"),
+    ],
 )
 def test_a_malformed_reply_is_a_clear_error_that_keeps_the_scores_so_far(
     server: FakeJudgeServer, mode: str, message: str
