@@ -1,5 +1,6 @@
-"""analysis.collect on synthetic sweeps with known numbers: the tables must give exactly the means,
-stds and normalised values a reader would compute by hand, and never drop a failed or missing job.
+"""analysis on synthetic sweeps with known numbers: the tables must give exactly the means, stds
+and values relative to the best a reader would compute by hand, and never drop a failed or missing
+job.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ import pytest
 from nbclient import NotebookClient
 from omegaconf import OmegaConf
 
-from analysis.collect import criteria, main, normalise, read_sweep, summarise
+from analysis.collect import main
+from analysis.runs import job_criteria, read_sweep
+from analysis.tables import relative_to_best, summarise
+from benchmarks.evaluation.criteria import CRITERIA
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Per method, per seed 0..2: the five criteria (UE, MU, RQ, HA, AR) of the unlearned model.
@@ -30,13 +34,6 @@ KNOWN = {
         (0.7, 0.6, 0.8, 0.9, 0.8),
     ],
 }
-NAMES = (
-    "unlearning_efficacy",
-    "model_utility",
-    "response_quality",
-    "hallucination_avoidance",
-    "adversarial_robustness",
-)
 
 
 def write_job(
@@ -77,7 +74,7 @@ def ok_results(values: tuple[float, ...], seed: int) -> dict[str, Any]:
     leak = 0.1 * seed
     return {
         "status": "ok",
-        "criteria": dict(zip(NAMES, values, strict=True)),
+        "criteria": dict(zip(CRITERIA, values, strict=True)),
         "metrics": {
             "target": {"forget": {"leak_rate": 1.0, "rougeL_recall": 1.0}},
             "unlearned": {"forget": {"leak_rate": leak, "rougeL_recall": 0.5}},
@@ -103,7 +100,7 @@ def sweep(tmp_path: Path) -> Path:
     return root
 
 
-def test_means_stds_and_normalised_values_are_the_known_ones(sweep: Path) -> None:
+def test_means_stds_and_values_relative_to_the_best_are_the_known_ones(sweep: Path) -> None:
     summary = summarise(read_sweep(sweep).jobs)
 
     assert list(summary.index) == ["grad_ascent", "unstar"]
@@ -116,15 +113,15 @@ def test_means_stds_and_normalised_values_are_the_known_ones(sweep: Path) -> Non
     assert summary.loc["grad_ascent", "unlearned/forget/leak_rate std"] == pytest.approx(0.1)
     assert summary.loc["unstar", "time/unlearn mean"] == pytest.approx(11.0)
 
-    normalised = normalise(summary)
+    relative = relative_to_best(summary)
     expected = {
         "grad_ascent": [100, 50, 0.5 / 0.9 * 100, 0.6 / 0.9 * 100, 0.4 / 0.7 * 100],
         "unstar": [0.6 / 0.9 * 100, 100, 100, 100, 100],
     }
     for method, values in expected.items():
-        got = [normalised.loc[method, f"{name} mean"] for name in NAMES]
+        got = [relative.loc[method, f"{name} mean"] for name in CRITERIA]
         assert got == pytest.approx(values)
-    assert normalised.loc["grad_ascent", "unlearning_efficacy std"] == pytest.approx(100 / 9)
+    assert relative.loc["grad_ascent", "unlearning_efficacy std"] == pytest.approx(100 / 9)
 
 
 def test_cli_reports_failed_and_missing_jobs_and_writes_tables_and_plots(
@@ -139,7 +136,7 @@ def test_cli_reports_failed_and_missing_jobs_and_writes_tables_and_plots(
     problems = (out / "problems.csv").read_text()
     assert "method=unstar,seed=3" in problems and "method=grad_ascent,seed=3" in problems
     assert "0.900 ± 0.100" in (out / "summary.md").read_text()
-    assert "100.0 ± 11.1" in (out / "normalised.md").read_text()
+    assert "100.0 ± 11.1" in (out / "relative_to_best.md").read_text()
     assert "\\toprule" in (out / "summary.tex").read_text()
     jobs = (out / "jobs.csv").read_text().splitlines()
     assert len(jobs) == 1 + 8 and "unlearned/forget/leak_rate" in jobs[0]
@@ -187,7 +184,7 @@ def test_criteria_fall_back_to_metrics_until_the_evaluation_reports_them() -> No
         "unlearned/hard_retain/rougeL_recall": 0.5,
         "unlearned/general_retain/rougeL_recall": 1.0,
     }
-    derived = criteria(flat)
+    derived = job_criteria(flat)
     assert derived["unlearning_efficacy"] == pytest.approx(2 / (1 / 0.8 + 1 / 0.5))
     assert derived["model_utility"] == pytest.approx(2 / 3)
     assert derived["adversarial_robustness"] == 0.0
@@ -195,8 +192,8 @@ def test_criteria_fall_back_to_metrics_until_the_evaluation_reports_them() -> No
         derived["hallucination_avoidance"]
     )
 
-    reported = criteria({**flat, **{f"criteria/{name}": 0.25 for name in NAMES}})
-    assert reported == dict.fromkeys(NAMES, 0.25)
+    reported = job_criteria({**flat, **{f"criteria/{name}": 0.25 for name in CRITERIA}})
+    assert reported == dict.fromkeys(CRITERIA, 0.25)
 
 
 def test_the_report_notebook_executes_on_a_sweep(sweep: Path) -> None:
