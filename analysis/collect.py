@@ -5,7 +5,8 @@ sweep directory: its ``results.json``, or, for a job that never wrote one, its `
 jobs that ``multirun.yaml`` promised but that never got a directory are listed too.
 ``--wandb DIR`` reads the W&B runs under DIR instead (offline run directories, read locally with
 :func:`benchmarks.tracking.read_offline_run`); ``--wandb ENTITY/PROJECT [--group G]`` reads a
-project through ``wandb.Api`` (needs a server and a key, so no test covers that path).
+project through ``wandb.Api`` (needs a server and a key, so no test covers that path). A job with
+several W&B runs (a killed sweep re-run) counts once: its latest finished run, else its latest.
 
 It writes, under ``--out`` (default ``SWEEP_DIR/analysis``):
 

@@ -24,8 +24,11 @@ from omegaconf import OmegaConf
 from benchmarks.evaluation.criteria import CRITERIA
 from benchmarks.tracking import flatten, read_offline_run, redact
 
-#: Config keys that never make two jobs different variants (job.NOT_RESULT_SHAPING, and the seed).
-NOT_VARIANT = ("seed", "tracking", "cache_dir", "force")
+#: Config keys that do not change a job's results: ``benchmarks.job.NOT_RESULT_SHAPING`` (not
+#: imported: that module loads transformers; a test keeps the two equal).
+NOT_RESULT_SHAPING = ("tracking", "cache_dir", "force")
+#: Config keys that never make two jobs different variants.
+NOT_VARIANT = ("seed", *NOT_RESULT_SHAPING)
 #: Sections of results.json that are about the job, not its results (``target``: which model).
 NOT_RESULTS = ("status", "method", "seed", "config", "job_key", "data", "target", "versions",
                "generations", "error", "traceback", "reused_from", "timings_s")  # fmt: skip
@@ -265,24 +268,29 @@ def _sweep_wandb(sweep_dir: Path, dirs: list[Path], jobs: list[_Job]) -> tuple[s
 
 @dataclass
 class WandbRun:
-    """One W&B run as read."""
+    """One W&B run as read; ``started``: its start time, a string that sorts in time order."""
 
     name: str
     where: str
     group: str | None
     config: dict[str, Any]
     summary: dict[str, Any]
+    started: str
 
 
 def read_wandb(source: str, group: str | None = None) -> Collection:
-    """W&B runs: offline run directories under a local path, else ``entity/project`` online."""
+    """W&B runs: offline run directories under a local path, else ``entity/project`` online.
+
+    One row per job: runs of the same job (a killed sweep's abandoned run beside its re-run) give
+    the latest that finished (status ok), else the latest.
+    """
     path = Path(source)
     if path.exists():
         runs = [_read_offline(d) for d in sorted({f.parent for f in path.rglob("run-*.wandb")})]
     else:
         runs = list(_read_api(source, group))
     runs = [r for r in runs if "summary_of" not in r.config and (group is None or r.group == group)]
-    jobs = [_wandb_job(run) for run in runs]
+    jobs = [_wandb_job(run) for run in one_run_per_job(runs)]
     groups = [r.group for r in runs if r.group]
     tracking = next((j.config.get("tracking", {}).get("wandb", {}) for j in jobs if j.config), {})
     return Collection(
@@ -294,21 +302,53 @@ def read_wandb(source: str, group: str | None = None) -> Collection:
     )
 
 
+def one_run_per_job(runs: list[WandbRun]) -> list[WandbRun]:
+    """Per job, its latest run with status ok, else its latest run, in the order given.
+
+    A job is its config less :data:`NOT_RESULT_SHAPING`, what its ``job_key`` hashes (less the
+    harness code hash, which W&B does not record); a run with no config is a job of its own.
+    """
+    chosen: dict[str, WandbRun] = {}
+    for run in runs:
+        job = _job_identity(run.config)
+        if job is None:
+            continue
+        if job not in chosen or _preference(run) >= _preference(chosen[job]):
+            chosen[job] = run
+    kept = {id(run) for run in chosen.values()}
+    return [r for r in runs if id(r) in kept or _job_identity(r.config) is None]
+
+
+def _job_identity(config: Mapping[str, Any]) -> str | None:
+    shaping = {
+        k: v for k, v in config.items() if k not in NOT_RESULT_SHAPING and not k.startswith("_")
+    }
+    return json.dumps(shaping, sort_keys=True, default=str) if shaping else None
+
+
+def _preference(run: WandbRun) -> tuple[bool, str]:
+    return run.summary.get("status") == "ok", run.started
+
+
 def _read_offline(run_dir: Path) -> WandbRun:
     from google.protobuf.message import DecodeError
 
+    # W&B names a run directory (offline-)run-YYYYMMDD_HHMMSS-ID after its start time.
+    stamp = re.search(r"run-(\d{8}_\d{6})-", run_dir.name)
+    started = stamp.group(1) if stamp else ""
     try:
         run = read_offline_run(run_dir)
     except (DecodeError, ValueError, OSError) as err:
         error = f"unreadable W&B run: {type(err).__name__}: {err}"
         summary = {"status": "unreadable", "error": error}
-        return WandbRun(run_dir.name, str(run_dir), None, {}, summary)
+        return WandbRun(run_dir.name, str(run_dir), None, {}, summary, started)
     return WandbRun(
         run.get("name") or run_dir.name,
         str(run_dir),
         run["group"],
         run["config"],
         run["summary"],
+        started,
     )
 
 
@@ -317,7 +357,8 @@ def _read_api(project: str, group: str | None) -> Iterable[WandbRun]:
     import wandb
 
     for run in wandb.Api().runs(project, filters={"group": group} if group else None):
-        yield WandbRun(run.name, run.url, run.group, dict(run.config), dict(run.summary_metrics))
+        summary = dict(run.summary_metrics)
+        yield WandbRun(run.name, run.url, run.group, dict(run.config), summary, run.created_at)
 
 
 def _wandb_job(run: WandbRun) -> _Job:

@@ -1,6 +1,6 @@
 """analysis on synthetic sweeps with known numbers: the tables must give exactly the means, stds
 and values relative to the best a reader would compute by hand, and never drop a failed or missing
-job.
+job, nor count a re-run job twice.
 """
 
 from __future__ import annotations
@@ -12,13 +12,16 @@ from typing import Any
 
 import nbformat
 import pytest
+import wandb
 from nbclient import NotebookClient
 from omegaconf import OmegaConf
 
+from analysis import runs
 from analysis.collect import main
-from analysis.runs import job_criteria, read_sweep
+from analysis.runs import WandbRun, job_criteria, one_run_per_job, read_sweep, read_wandb
 from analysis.tables import relative_to_best, summarise
 from benchmarks.evaluation.criteria import CRITERIA
+from benchmarks.tracking import Tracker
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Per method, per seed 0..2: the five criteria (UE, MU, RQ, HA, AR) of the unlearned model.
@@ -207,3 +210,51 @@ def test_the_report_notebook_executes_on_a_sweep(sweep: Path) -> None:
     assert "grad_ascent" in text and "0.900 ± 0.100" in text and "100.0 ± 11.1" in text
     assert sum("image/png" in out.get("data", {}) for out in outputs) == 3
     assert any("RuntimeError: boom" in str(out.get("data", {})) for out in outputs)
+
+
+def track(job_dir: Path, seed: int, results: dict[str, Any] | None) -> None:
+    """A job's offline W&B run as the Tracker leaves it; ``results=None``: never finished, as a
+    killed job leaves it (the next run's init closes it, with no status)."""
+    wandb_cfg = {"enabled": True, "project": "unstar-bench", "mode": "offline"}
+    config = {"seed": seed, "method": {"name": "unstar"}, "tracking": {"wandb": wandb_cfg}}
+    tracking = OmegaConf.create({"wandb": wandb_cfg})
+    tracker = Tracker(tracking, config, job_dir, name=f"unstar-s{seed}", group="sweep")
+    if results is not None:
+        tracker.finish({**results, "config": config})
+
+
+def test_a_rerun_jobs_abandoned_wandb_run_is_not_a_second_job(tmp_path: Path) -> None:
+    track(tmp_path / "0", 0, None)  # killed, then the sweep re-ran: the same job again
+    track(tmp_path / "0", 0, ok_results((0.5,) * 5, 0))
+    track(tmp_path / "1", 1, {"status": "failed", "error": "RuntimeError: boom"})
+    wandb.teardown()  # W&B writes a finished run's file in the background: wait for it
+    assert len(list(tmp_path.glob("0/wandb/offline-run-*"))) == 2
+
+    jobs = read_wandb(str(tmp_path)).jobs.set_index("seed")
+    assert list(jobs.index) == [0, 1], "one row per job"
+    assert jobs.loc[0, "status"] == "ok" and jobs.loc[1, "status"] == "failed"
+    assert jobs.loc[0, "unlearned/forget/leak_rate"] == 0.0
+
+
+def test_of_a_jobs_runs_the_latest_finished_counts_else_the_latest() -> None:
+    def run(seed: int | None, status: str | None, started: str) -> WandbRun:
+        config = {} if seed is None else {"seed": seed, "tracking": {"wandb": {"dir": started}}}
+        summary = {} if status is None else {"status": status}
+        return WandbRun(f"{seed}@{started}", "", "sweep", config, summary, started)
+
+    given = [
+        run(0, "ok", "1"),
+        run(0, "failed", "3"),
+        run(0, "ok", "2"),
+        run(1, "failed", "1"),
+        run(1, None, "2"),
+        run(None, "unreadable", "1"),
+    ]
+    kept = one_run_per_job(given)
+    assert [r.name for r in kept] == ["0@2", "1@2", "None@1"]
+
+
+def test_the_config_keys_that_do_not_define_a_job_are_the_harness_ones() -> None:
+    from benchmarks.job import NOT_RESULT_SHAPING
+
+    assert runs.NOT_RESULT_SHAPING == NOT_RESULT_SHAPING
