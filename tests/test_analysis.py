@@ -1,5 +1,6 @@
-"""analysis.collect on synthetic sweeps with known numbers: the tables must give exactly the means,
-stds and normalised values a reader would compute by hand, and never drop a failed or missing job.
+"""analysis on synthetic sweeps with known numbers: the tables must give exactly the means, stds
+and values relative to the best a reader would compute by hand, and never drop a failed or missing
+job, nor count a re-run job twice.
 """
 
 from __future__ import annotations
@@ -11,10 +12,16 @@ from typing import Any
 
 import nbformat
 import pytest
+import wandb
 from nbclient import NotebookClient
 from omegaconf import OmegaConf
 
-from analysis.collect import criteria, main, normalise, read_sweep, summarise
+from analysis import runs
+from analysis.collect import main
+from analysis.runs import WandbRun, job_criteria, one_run_per_job, read_sweep, read_wandb
+from analysis.tables import relative_to_best, summarise
+from benchmarks.evaluation.criteria import CRITERIA
+from benchmarks.tracking import Tracker
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Per method, per seed 0..2: the five criteria (UE, MU, RQ, HA, AR) of the unlearned model.
@@ -30,13 +37,6 @@ KNOWN = {
         (0.7, 0.6, 0.8, 0.9, 0.8),
     ],
 }
-NAMES = (
-    "unlearning_efficacy",
-    "model_utility",
-    "response_quality",
-    "hallucination_avoidance",
-    "adversarial_robustness",
-)
 
 
 def write_job(
@@ -77,7 +77,7 @@ def ok_results(values: tuple[float, ...], seed: int) -> dict[str, Any]:
     leak = 0.1 * seed
     return {
         "status": "ok",
-        "criteria": dict(zip(NAMES, values, strict=True)),
+        "criteria": dict(zip(CRITERIA, values, strict=True)),
         "metrics": {
             "target": {"forget": {"leak_rate": 1.0, "rougeL_recall": 1.0}},
             "unlearned": {"forget": {"leak_rate": leak, "rougeL_recall": 0.5}},
@@ -103,7 +103,7 @@ def sweep(tmp_path: Path) -> Path:
     return root
 
 
-def test_means_stds_and_normalised_values_are_the_known_ones(sweep: Path) -> None:
+def test_means_stds_and_values_relative_to_the_best_are_the_known_ones(sweep: Path) -> None:
     summary = summarise(read_sweep(sweep).jobs)
 
     assert list(summary.index) == ["grad_ascent", "unstar"]
@@ -116,15 +116,15 @@ def test_means_stds_and_normalised_values_are_the_known_ones(sweep: Path) -> Non
     assert summary.loc["grad_ascent", "unlearned/forget/leak_rate std"] == pytest.approx(0.1)
     assert summary.loc["unstar", "time/unlearn mean"] == pytest.approx(11.0)
 
-    normalised = normalise(summary)
+    relative = relative_to_best(summary)
     expected = {
         "grad_ascent": [100, 50, 0.5 / 0.9 * 100, 0.6 / 0.9 * 100, 0.4 / 0.7 * 100],
         "unstar": [0.6 / 0.9 * 100, 100, 100, 100, 100],
     }
     for method, values in expected.items():
-        got = [normalised.loc[method, f"{name} mean"] for name in NAMES]
+        got = [relative.loc[method, f"{name} mean"] for name in CRITERIA]
         assert got == pytest.approx(values)
-    assert normalised.loc["grad_ascent", "unlearning_efficacy std"] == pytest.approx(100 / 9)
+    assert relative.loc["grad_ascent", "unlearning_efficacy std"] == pytest.approx(100 / 9)
 
 
 def test_cli_reports_failed_and_missing_jobs_and_writes_tables_and_plots(
@@ -139,7 +139,7 @@ def test_cli_reports_failed_and_missing_jobs_and_writes_tables_and_plots(
     problems = (out / "problems.csv").read_text()
     assert "method=unstar,seed=3" in problems and "method=grad_ascent,seed=3" in problems
     assert "0.900 ± 0.100" in (out / "summary.md").read_text()
-    assert "100.0 ± 11.1" in (out / "normalised.md").read_text()
+    assert "100.0 ± 11.1" in (out / "relative_to_best.md").read_text()
     assert "\\toprule" in (out / "summary.tex").read_text()
     jobs = (out / "jobs.csv").read_text().splitlines()
     assert len(jobs) == 1 + 8 and "unlearned/forget/leak_rate" in jobs[0]
@@ -187,7 +187,7 @@ def test_criteria_fall_back_to_metrics_until_the_evaluation_reports_them() -> No
         "unlearned/hard_retain/rougeL_recall": 0.5,
         "unlearned/general_retain/rougeL_recall": 1.0,
     }
-    derived = criteria(flat)
+    derived = job_criteria(flat)
     assert derived["unlearning_efficacy"] == pytest.approx(2 / (1 / 0.8 + 1 / 0.5))
     assert derived["model_utility"] == pytest.approx(2 / 3)
     assert derived["adversarial_robustness"] == 0.0
@@ -195,8 +195,8 @@ def test_criteria_fall_back_to_metrics_until_the_evaluation_reports_them() -> No
         derived["hallucination_avoidance"]
     )
 
-    reported = criteria({**flat, **{f"criteria/{name}": 0.25 for name in NAMES}})
-    assert reported == dict.fromkeys(NAMES, 0.25)
+    reported = job_criteria({**flat, **{f"criteria/{name}": 0.25 for name in CRITERIA}})
+    assert reported == dict.fromkeys(CRITERIA, 0.25)
 
 
 def test_the_report_notebook_executes_on_a_sweep(sweep: Path) -> None:
@@ -210,3 +210,51 @@ def test_the_report_notebook_executes_on_a_sweep(sweep: Path) -> None:
     assert "grad_ascent" in text and "0.900 ± 0.100" in text and "100.0 ± 11.1" in text
     assert sum("image/png" in out.get("data", {}) for out in outputs) == 3
     assert any("RuntimeError: boom" in str(out.get("data", {})) for out in outputs)
+
+
+def track(job_dir: Path, seed: int, results: dict[str, Any] | None) -> None:
+    """A job's offline W&B run as the Tracker leaves it; ``results=None``: never finished, as a
+    killed job leaves it (the next run's init closes it, with no status)."""
+    wandb_cfg = {"enabled": True, "project": "unstar-bench", "mode": "offline"}
+    config = {"seed": seed, "method": {"name": "unstar"}, "tracking": {"wandb": wandb_cfg}}
+    tracking = OmegaConf.create({"wandb": wandb_cfg})
+    tracker = Tracker(tracking, config, job_dir, name=f"unstar-s{seed}", group="sweep")
+    if results is not None:
+        tracker.finish({**results, "config": config})
+
+
+def test_a_rerun_jobs_abandoned_wandb_run_is_not_a_second_job(tmp_path: Path) -> None:
+    track(tmp_path / "0", 0, None)  # killed, then the sweep re-ran: the same job again
+    track(tmp_path / "0", 0, ok_results((0.5,) * 5, 0))
+    track(tmp_path / "1", 1, {"status": "failed", "error": "RuntimeError: boom"})
+    wandb.teardown()  # W&B writes a finished run's file in the background: wait for it
+    assert len(list(tmp_path.glob("0/wandb/offline-run-*"))) == 2
+
+    jobs = read_wandb(str(tmp_path)).jobs.set_index("seed")
+    assert list(jobs.index) == [0, 1], "one row per job"
+    assert jobs.loc[0, "status"] == "ok" and jobs.loc[1, "status"] == "failed"
+    assert jobs.loc[0, "unlearned/forget/leak_rate"] == 0.0
+
+
+def test_of_a_jobs_runs_the_latest_finished_counts_else_the_latest() -> None:
+    def run(seed: int | None, status: str | None, started: str) -> WandbRun:
+        config = {} if seed is None else {"seed": seed, "tracking": {"wandb": {"dir": started}}}
+        summary = {} if status is None else {"status": status}
+        return WandbRun(f"{seed}@{started}", "", "sweep", config, summary, started)
+
+    given = [
+        run(0, "ok", "1"),
+        run(0, "failed", "3"),
+        run(0, "ok", "2"),
+        run(1, "failed", "1"),
+        run(1, None, "2"),
+        run(None, "unreadable", "1"),
+    ]
+    kept = one_run_per_job(given)
+    assert [r.name for r in kept] == ["0@2", "1@2", "None@1"]
+
+
+def test_the_config_keys_that_do_not_define_a_job_are_the_harness_ones() -> None:
+    from benchmarks.job import NOT_RESULT_SHAPING
+
+    assert runs.NOT_RESULT_SHAPING == NOT_RESULT_SHAPING

@@ -17,7 +17,8 @@ import pytest
 from conftest import TINY
 from omegaconf import OmegaConf
 
-from analysis.collect import main, read_sweep, read_wandb
+from analysis.collect import main
+from analysis.runs import read_sweep, read_wandb
 from benchmarks.tracking import Tracker, read_offline_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,7 +100,7 @@ def test_a_sweeps_wandb_runs_share_a_group_and_the_summary_run_joins_it(
     summary = read_offline_run(summary_dir)
     assert summary["group"] == group
     logged = {key: value for row in summary["history"] for key, value in row.items()}
-    assert logged["comparison/_type"] == logged["normalised/_type"] == "table-file"
+    assert logged["comparison/_type"] == logged["relative_to_best/_type"] == "table-file"
     table = next(summary_dir.rglob("comparison*.table.json")).read_text()
     assert "grad_ascent (data.split=forget_1)" in table
 

@@ -1,0 +1,120 @@
+"""Comparison tables of a jobs DataFrame, and their CSV, Markdown and LaTeX files.
+
+``summary``: mean ± std (sample std, ddof=1) over seeds per method and variant;
+``relative_to_best``: the paper's view, each criterion as % of the best method's mean.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import pandas as pd
+from tabulate import tabulate
+
+from analysis.runs import META
+from benchmarks.evaluation.criteria import CRITERIA
+
+#: The five WPU criteria (raw values in [0, 1], higher is better) → their short names.
+CRITERIA_SHORT_NAMES = dict(zip(CRITERIA, ("UE", "MU", "RQ", "HA", "AR"), strict=True))
+#: Raw metrics shown beside the criteria in the Markdown/LaTeX summary, when a sweep has them.
+HEADLINE = {
+    "unlearned/forget/rougeL_recall": "forget rougeL",
+    "unlearned/forget/leak_rate": "forget leak",
+    "unlearned/forget_paraphrased/leak_rate": "paraphrased leak",
+    "unlearned/hard_retain/rougeL_recall": "hard-retain rougeL",
+    "unlearned/general_retain/rougeL_recall": "general-retain rougeL",
+}
+
+
+def summarise(jobs: pd.DataFrame) -> pd.DataFrame:
+    """Per method and variant (index: label): n seeds and ``<column> mean`` / ``<column> std``
+    for every result column, over the jobs that finished."""
+    ok = jobs[jobs["status"] == "ok"]
+    results = [c for c in ok.columns if c not in META]
+    grouped = ok.groupby("label", sort=False)
+    head = grouped.agg(
+        method=("method", "first"),
+        variant=("variant", "first"),
+        n=("seed", "size"),
+        seeds=("seed", lambda s: ",".join(str(v) for v in sorted(s))),
+    )
+    stats = grouped[results].agg(["mean", "std"]) if results else pd.DataFrame(index=head.index)
+    stats.columns = [f"{column} {stat}" for column, stat in stats.columns]
+    return head.join(stats)
+
+
+def relative_to_best(summary: pd.DataFrame) -> pd.DataFrame:
+    """The paper's presentation: each criterion's mean (and std, same scale) as a percentage of
+    the best method's mean, so the best scores 100; NaN where no method has the criterion."""
+    table = summary[["n"]].copy()
+    for name in CRITERIA:
+        mean, std = summary[f"criteria/{name} mean"], summary[f"criteria/{name} std"]
+        best = mean.max()
+        scale = 100 / best if best > 0 else math.nan
+        table[f"{name} mean"], table[f"{name} std"] = mean * scale, std * scale
+    return table
+
+
+def pm_table(frame: pd.DataFrame, columns: Mapping[str, str], digits: int) -> pd.DataFrame:
+    """``mean ± std`` strings: ``columns`` maps a column stem (``x`` of ``x mean``) to a header."""
+    table = frame[["n"]].copy()
+    for stem, header in columns.items():
+        pairs = zip(frame[f"{stem} mean"], frame[f"{stem} std"], strict=True)
+        table[header] = [_pm(mean, std, digits) for mean, std in pairs]
+    return table
+
+
+def _pm(mean: float, std: float, digits: int) -> str:
+    if math.isnan(mean):
+        return "—"
+    return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def available_criteria(summary: pd.DataFrame) -> list[str]:
+    """Criteria some method has a value for (the rest are not measured by this sweep)."""
+    return [c for c in CRITERIA if summary[f"criteria/{c} mean"].notna().any()]
+
+
+def shown(summary: pd.DataFrame) -> dict[str, str]:
+    """The quantities a comparison shows (column stem → header): the criteria a sweep has, the
+    headline raw metrics, the time per job."""
+    columns = {f"criteria/{c}": CRITERIA_SHORT_NAMES[c] for c in available_criteria(summary)}
+    columns.update({m: header for m, header in HEADLINE.items() if f"{m} mean" in summary})
+    if "time/unlearn mean" in summary:
+        columns["time/unlearn"] = "unlearn (s)"
+    return columns
+
+
+def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
+    return pm_table(summary, shown(summary), 3)
+
+
+def relative_to_best_table(relative: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    names = {c: CRITERIA_SHORT_NAMES[c] for c in available_criteria(summary)}
+    return pm_table(relative, names, 1)
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    return tabulate(table, headers="keys", tablefmt="github")
+
+
+def to_latex(table: pd.DataFrame) -> str:
+    return tabulate(table, headers="keys", tablefmt="latex_booktabs")
+
+
+def write_tables(summary: pd.DataFrame, relative: pd.DataFrame, out: Path) -> dict[str, Path]:
+    """``summary`` and ``relative_to_best`` as ``.csv`` (numbers), ``.md`` and ``.tex`` (mean ± std)
+    under ``out``; returns the files by ``name.ext``."""
+    tables = {
+        "summary": (summary, summary_table(summary)),
+        "relative_to_best": (relative, relative_to_best_table(relative, summary)),
+    }
+    files = {}
+    for name, (numbers, text) in tables.items():
+        numbers.to_csv(out / f"{name}.csv")
+        (out / f"{name}.md").write_text(to_markdown(text) + "\n", "utf-8")
+        (out / f"{name}.tex").write_text(to_latex(text) + "\n", "utf-8")
+        files.update({f"{name}.{ext}": out / f"{name}.{ext}" for ext in ("csv", "md", "tex")})
+    return files
