@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import FIXTURES
 from hydra import compose, initialize_config_dir
 from hydra.errors import MissingConfigException
 from omegaconf import DictConfig, OmegaConf
@@ -19,7 +20,6 @@ from benchmarks.methods import METHODS, load_method_modules
 from benchmarks.models import ModelError
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-EXTERNAL = Path(__file__).resolve().parents[2] / "shared" / "external"
 GROUPS = {"model", "data", "target", "method", "eval", "tracking"}
 #: Keys each group's options must define, by group.
 EXPECTED = {
@@ -34,7 +34,7 @@ EXPECTED = {
 #: Values an option leaves to the user (``???``), filled as a user would.
 REQUIRED = {
     "model=hub": ["model.name_or_path=/models/any-causal-lm"],
-    "data=qa_file": [f"data.path={EXTERNAL / 'wpu_forget100_qa_with_wrong_answers.csv'}"],
+    "data=qa_file": [f"data.path={FIXTURES / 'qa_is_correct.csv'}"],
 }
 
 

@@ -1,13 +1,14 @@
-"""The embedded wpu_mini splits and the qa_file reader, on real files and on broken ones."""
+"""The embedded wpu_mini splits and the qa_file reader, on shipped, real and broken files."""
 
 from __future__ import annotations
 
 import csv
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import EXTERNAL
+from conftest import EXTERNAL, FIXTURES
 from omegaconf import DictConfig
 
 from benchmarks.data import DataError, UnlearningData, load_data
@@ -88,6 +89,7 @@ def _qa_file(make_cfg: Callable[..., DictConfig], path: Path, *overrides: str) -
     return load_data(cfg.data)
 
 
+@pytest.mark.external
 def test_qa_file_reads_wpu_answers_with_wrong_answers(make_cfg: Callable[..., DictConfig]) -> None:
     with WPU_CSV.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
@@ -103,6 +105,7 @@ def test_qa_file_reads_wpu_answers_with_wrong_answers(make_cfg: Callable[..., Di
     assert varchi.answer not in varchi.perturbed_answers
 
 
+@pytest.mark.external
 def test_qa_file_reads_tofu_world_facts(make_cfg: Callable[..., DictConfig]) -> None:
     data = _qa_file(make_cfg, TOFU_WORLD_FACTS)
 
@@ -111,6 +114,151 @@ def test_qa_file_reads_tofu_world_facts(make_cfg: Callable[..., DictConfig]) -> 
     first = data.records[0]
     assert (first.id, first.answer) == ("tofu_world_facts_perturbed-0", "Paris")
     assert first.perturbed_answers == ("Berlin", "London", "Madrid")
+
+
+def test_qa_file_folds_one_answer_per_row_into_perturbed_answers(
+    make_cfg: Callable[..., DictConfig],
+) -> None:
+    data = _qa_file(make_cfg, FIXTURES / "qa_is_correct.csv")
+
+    assert [(r.id, r.answer) for r in data.records] == [
+        ("qa_is_correct-0", "Zürich"),
+        ("qa_is_correct-1", "Harbours"),
+        ("qa_is_correct-2", "In 1987"),
+    ]
+    assert [r.perturbed_answers for r in data.records] == [
+        ("Vienna", "Geneva"),
+        ("Portraits", "Mountains", "Still lifes"),
+        ("In 1990",),
+    ]
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "utf-16"])
+def test_qa_file_reads_the_encoding_it_is_told(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path, encoding: str
+) -> None:
+    path = tmp_path / "other.csv"
+    path.write_text("question,answer\nWhere was Ilse Varga born?,Zürich\n", encoding)
+
+    data = _qa_file(make_cfg, path, f"data.encoding={encoding}")
+    assert data.records[0].answer == "Zürich"
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "encoding", "message"),
+    [
+        (
+            "latin.csv",
+            "question,answer\nWhere was Ilse Varga born?,Zürich\n",
+            "latin-1",
+            r"latin\.csv: not valid utf-8 at byte 44 \(line 2\).*data\.encoding=latin-1",
+        ),
+        (
+            "wide.jsonl",
+            '{"question": "Where was Ilse Varga born?", "answer": "Zürich"}\n',
+            "utf-16",
+            r"wide\.jsonl: not valid utf-8 at byte 0 \(line 1\).*data\.encoding=utf-16",
+        ),
+    ],
+    ids=["latin-1", "utf-16"],
+)
+def test_qa_file_decode_error_names_the_byte_and_the_option(
+    make_cfg: Callable[..., DictConfig],
+    tmp_path: Path,
+    name: str,
+    text: str,
+    encoding: str,
+    message: str,
+) -> None:
+    path = tmp_path / name
+    path.write_text(text, encoding)
+
+    with pytest.raises(DataError, match=message):
+        _qa_file(make_cfg, path)
+
+
+def test_qa_file_unknown_encoding(make_cfg: Callable[..., DictConfig], tmp_path: Path) -> None:
+    path = tmp_path / "qa.csv"
+    path.write_text("question,answer\nQ?,A\n", "utf-8")
+    with pytest.raises(DataError, match=r"data\.encoding='klingon' is not a known"):
+        _qa_file(make_cfg, path, "data.encoding=klingon")
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "repeat"),
+    [
+        ("dup.csv", "question,answer\nQ1?,A1\nQ2?,A2\n q1? ,a1\n", "line 4 repeats line 2"),
+        (
+            "dup.jsonl",
+            '{"question": "Q1?", "answer": "A1"}\n{"question": "Q2?", "answer": "A2"}\n'
+            '{"question": "q1?", "answer": "A1"}\n',
+            "line 3 repeats line 1",
+        ),
+        (
+            "dup.csv",
+            "question,answer,is_correct\nQ1?,A1,True\nQ1?,B,False\nQ2?,A2,True\nQ1?,A1,True\n",
+            "line 5 repeats line 2",
+        ),
+    ],
+    ids=["csv", "jsonl", "is_correct"],
+)
+def test_qa_file_drops_a_repeated_question_and_answer_with_a_warning(
+    make_cfg: Callable[..., DictConfig],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    name: str,
+    text: str,
+    repeat: str,
+) -> None:
+    path = tmp_path / name
+    path.write_text(text, "utf-8")
+    with caplog.at_level(logging.WARNING, logger="benchmarks.data.qa_file"):
+        data = _qa_file(make_cfg, path)
+
+    assert [(r.question, r.answer) for r in data.records] == [("Q1?", "A1"), ("Q2?", "A2")]
+    assert "dropped 1 rows that repeat an earlier question and answer" in caplog.text
+    assert f"({repeat})" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        (
+            "conflict.csv",
+            "question,answer\nQ1?,A1\nQ2?,A2\nQ1? ,B1\n",
+            r"conflict\.csv, line 4 and line 2: the same question 'Q1\?' with different answers "
+            r"\('B1' and 'A1'\)",
+        ),
+        (
+            "conflict.jsonl",
+            '{"question": "Q1?", "answer": "A1"}\n{"question": "q1?", "answer": "B1"}\n',
+            r"conflict\.jsonl, line 2 and line 1: the same question 'q1\?' with different answers",
+        ),
+        (
+            "conflict.json",
+            '[{"question": "Q1?", "answer": "A1"}, {"question": "Q1?", "answer": "B1"}]',
+            r"conflict\.json, item 1 and item 0: the same question",
+        ),
+        (
+            "conflict_flag.csv",
+            "question,answer,is_correct\nQ1?,A1,True\nQ1?,C,False\nQ1?,B1,True\n",
+            r"conflict_flag\.csv, line 4 and line 2: the same question 'Q1\?' with different answers",
+        ),
+        (
+            "split.csv",
+            "question,answer,split\nQ1?,A1,forget\nQ1?,A1,retain\n",
+            r"split\.csv, line 3 and line 2: the same question 'Q1\?' with different splits",
+        ),
+    ],
+    ids=["csv", "jsonl", "json", "is_correct", "split"],
+)
+def test_qa_file_same_question_with_another_answer_is_an_error(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path, name: str, text: str, message: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(text, "utf-8")
+    with pytest.raises(DataError, match=message):
+        _qa_file(make_cfg, path)
 
 
 def test_qa_file_limit_also_limits_the_subjects(

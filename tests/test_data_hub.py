@@ -12,7 +12,7 @@ import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import EXTERNAL
+from conftest import EXTERNAL, FIXTURES
 from omegaconf import DictConfig
 
 from benchmarks.data import DataError, load_data
@@ -59,6 +59,8 @@ TOFU_CONFIGS: dict[str, list[dict[str, Any]]] = {
     "forget01_perturbed": TOFU_FORGET,
     "retain99": [{"question": f"Retained question {i}?", "answer": f"R{i}"} for i in range(7)],
 }
+#: TOFU's evaluation-only configs, the same for every forget split; shipped or real rows.
+TOFU_SHARED = ("world_facts_perturbed", "real_authors_perturbed")
 
 
 def _write_wpu(root: Path) -> None:
@@ -72,15 +74,16 @@ def _write_wpu(root: Path) -> None:
     (root / "README.md").write_text("\n".join([*readme, "---", ""]), "utf-8")
 
 
-def _write_tofu(root: Path) -> None:
-    """One JSON-lines ``CONFIG.json`` per config at the top, as the TOFU hub repository stores them."""
+def _write_tofu(root: Path, shared: dict[str, Path]) -> None:
+    """One JSON-lines ``CONFIG.json`` per config at the top, as the TOFU hub repository stores them;
+    ``shared`` gives the file of each config TOFU shares between forget splits."""
     root.mkdir(parents=True)
     for config, rows in TOFU_CONFIGS.items():
         (root / f"{config}.json").write_text("".join(json.dumps(r) + "\n" for r in rows), "utf-8")
-    for name in ("world_facts_perturbed", "real_authors_perturbed"):
-        shutil.copy(EXTERNAL / f"tofu_{name}.jsonl", root / f"{name}.json")
+    for name, source in shared.items():
+        shutil.copy(source, root / f"{name}.json")
     readme = ["---", "configs:"]
-    for config in (*TOFU_CONFIGS, "world_facts_perturbed", "real_authors_perturbed"):
+    for config in (*TOFU_CONFIGS, *shared):
         readme += [f"- config_name: {config}", f"  data_files: {config}.json"]
     (root / "README.md").write_text("\n".join([*readme, "---", ""]), "utf-8")
 
@@ -89,7 +92,7 @@ def _write_tofu(root: Path) -> None:
 def repos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("hub")
     _write_wpu(root / "wpu")
-    _write_tofu(root / "tofu")
+    _write_tofu(root / "tofu", {name: FIXTURES / "tofu" / f"{name}.jsonl" for name in TOFU_SHARED})
     return {"wpu": root / "wpu", "tofu": root / "tofu"}
 
 
@@ -209,3 +212,16 @@ def test_empty_answer_names_config_and_row(
         DataError, match=r"tofu forget01_perturbed, row 2: empty or missing 'answer'"
     ):
         load_data(make_cfg("data=tofu", f"data.repo={copy}").data)
+
+
+@pytest.mark.external
+def test_tofu_reads_the_real_world_facts_and_real_authors(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    _write_tofu(tmp_path / "tofu", {name: EXTERNAL / f"tofu_{name}.jsonl" for name in TOFU_SHARED})
+    cfg = make_cfg("data=tofu", f"data.repo={tmp_path / 'tofu'}", "data.n_general_retain=null")
+    data = load_data(cfg.data)
+
+    assert len(data.split("general_retain")) == 117 and len(data.split("hard_retain")) == 100
+    assert data.split("general_retain")[0].answer == "Paris"
+    assert all(len(r.perturbed_answers) == 3 for r in data.split("general_retain"))

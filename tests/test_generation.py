@@ -14,8 +14,16 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from benchmarks.data.records import QARecord, UnlearningData
 from benchmarks.evaluation.evaluate import METRICS, evaluate_model
 from benchmarks.evaluation.generation import answer_logprobs, generate
-from benchmarks.models import cache_dir, load_model
-from benchmarks.prompting import Prompter
+from benchmarks.models import cache_dir, load_model, tiny_tokenizer
+from benchmarks.prompting import (
+    TRUNCATED,
+    Prompter,
+    PromptTooLongError,
+    encode_pair,
+    encode_pairs,
+    pad_encoded,
+)
+from benchmarks.training import collate
 
 Model = tuple[PreTrainedModel, PreTrainedTokenizerBase]
 QUESTIONS = [
@@ -154,3 +162,53 @@ def test_evaluate_model_rejects_an_unknown_metric(
     eval_cfg = make_cfg("eval.metrics=[rougeL_recall,bleu]").eval
     with pytest.raises(ValueError, match="bleu"):
         evaluate_model(*model, data, eval_cfg, Prompter(), "tiny")
+
+
+def test_long_answer_loses_its_end_never_the_prompt() -> None:
+    tokenizer = tiny_tokenizer()
+    prompt = Prompter()(tokenizer, "Where was Albert Einstein born?")
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    answer = "Ulm, in the Kingdom of Wurttemberg. " * 300
+    answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+
+    encoded = encode_pair(tokenizer, prompt, answer, max_length=64)
+
+    n_prompt = len(prompt_ids)
+    assert encoded["truncated"] and len(encoded["input_ids"]) == 64
+    assert encoded["input_ids"][:n_prompt] == prompt_ids
+    assert encoded["labels"] == [-100] * n_prompt + answer_ids[: 64 - n_prompt]
+    short = encode_pair(tokenizer, prompt, "Ulm", max_length=64)
+    assert not short["truncated"]
+    assert short["labels"][-1] == tokenizer.eos_token_id
+
+
+def test_prompt_longer_than_max_length_is_an_error() -> None:
+    tokenizer = tiny_tokenizer()
+    with pytest.raises(PromptTooLongError, match=r"max_length=16"):
+        encode_pair(tokenizer, "A question far longer than sixteen bytes?", "A", max_length=16)
+
+
+def test_truncations_are_counted_per_site_and_batches_ignore_the_flag(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    tokenizer = tiny_tokenizer()
+    TRUNCATED.clear()
+    with caplog.at_level("WARNING", logger="benchmarks.prompting"):
+        encoded = encode_pairs(tokenizer, ["Q?"] * 3, ["A", "B" * 99, "C" * 99], 32, site="test")
+
+    assert [e["truncated"] for e in encoded] == [False, True, True]
+    assert TRUNCATED == {"test": 2}
+    assert [r.getMessage() for r in caplog.records] == [
+        "test: 2 of 3 answers cut to fit max_length=32 tokens"
+    ]
+    assert set(pad_encoded(encoded, tokenizer.pad_token_id)) == {
+        "input_ids",
+        "attention_mask",
+        "labels",
+    }
+    assert set(collate([{"forget": e} for e in encoded], tokenizer.pad_token_id)["forget"]) == {
+        "input_ids",
+        "attention_mask",
+        "labels",
+    }
+    TRUNCATED.clear()
