@@ -23,7 +23,7 @@ from benchmarks.evaluation.evaluate import evaluate_model
 from benchmarks.evaluation.suite import ModelRun, check_suite, run_suite
 from benchmarks.methods import METHODS, JobContext
 from benchmarks.models import cache_dir, load_model
-from benchmarks.prompting import Prompter
+from benchmarks.prompting import TRUNCATED, Prompter
 from benchmarks.target import prepare_target
 from benchmarks.tracking import Tracker
 
@@ -51,10 +51,9 @@ def run_job(
     """Run one configured job and return its results record (also written to ``results.json``)."""
     discover()
     config = OmegaConf.to_container(cfg, resolve=True)
-    # .get: a group option that is not a method (method=_train_defaults) has no name at all.
-    if cfg.method.get("name") not in METHODS:
+    if cfg.method.name not in METHODS:
         raise KeyError(
-            f"method.name={cfg.method.get('name')!r} is not a registered method; "
+            f"method.name={cfg.method.name!r} is not a registered method; "
             f"choose method= from {METHODS.names()}"
         )
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -136,6 +135,7 @@ def _finished(index: Path, output_dir: Path) -> dict[str, Any] | None:
 
 def _run(cfg: DictConfig, output_dir: Path, tracker: Tracker, timer: Timer) -> dict[str, Any]:
     validate(cfg)
+    TRUNCATED.clear()
     set_seed(cfg.seed)
     check_suite(cfg.eval)
     cache = cache_dir(cfg.get("cache_dir"))
@@ -190,6 +190,7 @@ def _run(cfg: DictConfig, output_dir: Path, tracker: Tracker, timer: Timer) -> d
         "metrics": {"target": target_metrics, "unlearned": metrics},
         "method_metrics": unlearned.metrics,
         "generations": target_rows + rows,
+        "truncated_answers": dict(TRUNCATED),  # by where they were cut: training or scoring
         **suite,
     }
 

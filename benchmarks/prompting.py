@@ -71,17 +71,22 @@ def encode_pairs(
     encoded = [
         encode_pair(tokenizer, p, a, max_length) for p, a in zip(prompts, answers, strict=True)
     ]
-    count = sum(e["truncated"] for e in encoded)
+    count_truncated(site, [e["truncated"] for e in encoded], max_length)
+    return encoded
+
+
+def count_truncated(site: str, flags: Sequence[bool], max_length: int) -> None:
+    """Add the truncated pairs to ``TRUNCATED[site]`` and warn once for the batch."""
+    count = sum(flags)
     if count:
         TRUNCATED[site] += count
         log.warning(
             "%s: %d of %d answers cut to fit max_length=%d tokens",
             site,
             count,
-            len(encoded),
+            len(flags),
             max_length,
         )
-    return encoded
 
 
 def pad_encoded(

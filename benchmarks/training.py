@@ -24,7 +24,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallba
 from trl import SFTConfig, SFTTrainer
 
 from benchmarks.config import LoraSpec, TrainConfig
-from benchmarks.prompting import encode_pair, pad_encoded
+from benchmarks.prompting import count_truncated, encode_pair, pad_encoded
 
 Batch = dict[str, torch.Tensor]
 
@@ -116,6 +116,11 @@ def encode_example(
     if isinstance(example, Pair):
         return encode_pair(tokenizer, example.prompt, example.answer, max_length)
     return {name: encode_example(tokenizer, pair, max_length) for name, pair in example.items()}
+
+
+def _pairs(item: dict[str, Any]) -> list[dict[str, Any]]:
+    """The encoded pairs of an example (one, or one per name)."""
+    return [item] if "input_ids" in item else [p for sub in item.values() for p in _pairs(sub)]
 
 
 def collate(items: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
@@ -252,10 +257,13 @@ def train(
 ) -> tuple[PreTrainedModel, list[dict[str, float]]]:
     """Train on forget (and retain) pairs; returns the plain model (LoRA merged) and loss history."""
 
-    def encode(examples: list[ForgetExample]) -> list[dict[str, Any]]:
-        return [encode_example(tokenizer, example, cfg.max_length) for example in examples]
+    def encode(examples: list[ForgetExample], stream: str) -> list[dict[str, Any]]:
+        encoded = [encode_example(tokenizer, example, cfg.max_length) for example in examples]
+        flags = [pair["truncated"] for item in encoded for pair in _pairs(item)]
+        count_truncated(f"{phase}/{stream}", flags, cfg.max_length)
+        return encoded
 
-    dataset = paired_dataset(encode(forget), encode(retain), seed)
+    dataset = paired_dataset(encode(forget, "forget"), encode(retain, "retain"), seed)
     model.train()
     history = _History(phase, log_fn)
     with tempfile.TemporaryDirectory(prefix="unstar-bench-train-") as scratch:

@@ -4,19 +4,22 @@ says what to do: a typo in a sweep should cost seconds, not a cluster allocation
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import FIXTURES
 from hydra import compose, initialize_config_dir
-from hydra.errors import MissingConfigException
+from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 
+from benchmarks.config import ConfigError, refuse_secret_overrides, validate
 from benchmarks.data import DATASETS
 from benchmarks.evaluation.evaluate import EVAL_SPLITS, METRICS
 from benchmarks.job import run_job
-from benchmarks.methods import METHODS, load_method_modules
+from benchmarks.methods import METHODS
 from benchmarks.models import ModelError
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -75,7 +78,7 @@ def test_every_option_composes(group: str, option: str) -> None:
     assert set(cfg) >= GROUPS, f"{choice} dropped a group"
     assert not OmegaConf.missing_keys(cfg), f"{choice} leaves ??? values: add them to REQUIRED"
     OmegaConf.to_container(cfg, resolve=True)
-    load_method_modules()
+    validate(cfg)
     assert cfg.method.name in METHODS, f"method.name={cfg.method.name!r} is not registered"
     assert cfg.data.name in DATASETS, f"data.name={cfg.data.name!r} is not registered"
     assert set(cfg.eval.splits) <= set(EVAL_SPLITS)
@@ -90,19 +93,60 @@ def test_options_are_found() -> None:
     assert ("method", "_train_defaults") not in found
 
 
-@pytest.mark.parametrize("override", ["method=_train_defaults", "method.name=no_such_method"])
 def test_unknown_method_names_the_registered_ones(
-    make_cfg: Callable[..., DictConfig], tmp_path: Path, override: str
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
-    load_method_modules()
     with pytest.raises(KeyError) as caught:
-        run_job(make_cfg(override), tmp_path / "job")
+        run_job(make_cfg("method.name=no_such_method"), tmp_path / "job")
     assert all(name in str(caught.value) for name in METHODS.names())
 
 
-def test_unknown_method_option_fails_at_composition(make_cfg: Callable[..., DictConfig]) -> None:
-    with pytest.raises(MissingConfigException, match=r"(?s)'method/no_such_method'.*grad_ascent"):
-        make_cfg("method=no_such_method")
+@pytest.mark.parametrize("option", ["no_such_method", "_train_defaults"])
+def test_unknown_method_option_fails_at_composition(
+    make_cfg: Callable[..., DictConfig], option: str
+) -> None:
+    with pytest.raises(MissingConfigException, match=rf"(?s)'method/{option}'.*grad_ascent"):
+        make_cfg(f"method={option}")
+
+
+#: Misuse found by a new user, and the key each error must name.
+MISUSE = {
+    "+method.lrr=1": "method.lrr is not a setting of UnSTARConfig; did you mean method.lr?",
+    "method.epochs=0": "method.epochs=0 is out of range: it must be ≥ 1",
+    "eval.batch_size=0": "eval.batch_size=0 is out of range: it must be ≥ 1",
+    "method.lr=-0.1": "method.lr=-0.1 is out of range: it must be > 0",
+    "target.train.max_steps=0": "target.train.max_steps=0 is out of range",
+    "method.retain_loss=mse": "method.retain_loss='mse' is not allowed; choose one of",
+    "+data.hf_token=x": "data.hf_token: configs never hold credentials",
+}
+
+
+@pytest.mark.parametrize(("override", "message"), MISUSE.items(), ids=list(MISUSE))
+def test_misuse_fails_before_any_model_work_and_is_recorded(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path, override: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        run_job(make_cfg(override), tmp_path / "job")
+    recorded = json.loads((tmp_path / "job" / "results.json").read_text("utf-8"))
+    assert recorded["status"] == "failed" and message in recorded["error"]
+    assert "load_model" not in recorded["timings_s"]
+
+
+@pytest.mark.parametrize(
+    ("override", "key"), [("method.lr=abc", "method.lr"), ("seed=abc", "seed")]
+)
+def test_wrong_types_fail_at_composition(
+    make_cfg: Callable[..., DictConfig], override: str, key: str
+) -> None:
+    with pytest.raises(ConfigCompositionException) as caught:
+        make_cfg(override)
+    assert f"full_key: {key}" in str(caught.value.__cause__)
+
+
+def test_secret_overrides_are_refused_before_hydra_writes_them() -> None:
+    with pytest.raises(ConfigError, match=r"eval\.judge\.api_key"):
+        refuse_secret_overrides(["-m", "method=npo", "+eval.judge.api_key=sk-1"])
+    refuse_secret_overrides(["eval.judge.api_key_env=MY_KEY", "eval.max_new_tokens=8"])
 
 
 def test_bad_model_source_is_a_model_error(

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 import benchmarks.job
 import benchmarks.target
 from benchmarks.job import job_key, run_job
-from benchmarks.methods import METHODS, load_method_modules
+from benchmarks.methods import METHODS
 
 #: Seconds, not minutes: a few optimiser steps; force: each job really runs, never skipped as a
 #: repeat of an identical job that finished earlier in the session.
@@ -122,7 +122,6 @@ def test_failing_method_is_recorded(
     def explode(self: Any, *args: Any) -> Any:
         raise RuntimeError("boom in unlearn")
 
-    load_method_modules()
     monkeypatch.setattr(METHODS.get("grad_ascent"), "unlearn", explode)
     cfg = make_cfg(*QUICK, NO_SUITE)
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from benchmarks.prompting import encode_pair, pad_encoded
+from benchmarks.prompting import encode_pairs, pad_encoded
 
 
 def _batches(order: list[int], size: int) -> list[list[int]]:
@@ -85,7 +85,7 @@ def answer_logprobs(
     desc: str = "score",
 ) -> list[np.ndarray]:
     """Per-token log-probabilities of each answer (with its end-of-turn token) after its prompt."""
-    encoded = [encode_pair(tokenizer, p, a) for p, a in zip(prompts, answers, strict=True)]
+    encoded = encode_pairs(tokenizer, prompts, answers, site=desc)
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]["input_ids"]))
     scores: list[np.ndarray] = [np.empty(0)] * len(encoded)
     was_training = model.training

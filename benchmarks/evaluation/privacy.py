@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from benchmarks.prompting import encode_pair, pad_encoded
+from benchmarks.prompting import encode_pairs, pad_encoded
 from benchmarks.registry import Registry
 
 
@@ -90,7 +90,7 @@ def answer_token_stats(
     batch_size: int = 16,
 ) -> list[TokenStats]:
     """One scoring pass: every answer's token log-probs with the vocabulary moments min-k%++ needs."""
-    encoded = [encode_pair(tokenizer, p, a) for p, a in zip(prompts, answers, strict=True)]
+    encoded = encode_pairs(tokenizer, prompts, answers, site="privacy")
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]["input_ids"]))
     stats: dict[int, TokenStats] = {}
     was_training = model.training
