@@ -36,9 +36,11 @@ def _umask() -> int:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temp file beside ``path``, then rename it over ``path``.
+    """Write ``text`` to a temp file beside ``path``, read it back, then rename it over ``path``.
 
-    The file gets the usual permissions (mkstemp's are owner-only), so shared sweep dirs stay readable.
+    A failed write (full disk, a kill) leaves the old file, never half of the new one; the read-back
+    catches a file system that cuts a file without an error. The file gets the usual permissions
+    (mkstemp's are owner-only), so shared sweep dirs stay readable.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
@@ -47,6 +49,8 @@ def atomic_write_text(path: Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        if Path(tmp).read_text("utf-8") != text:
+            raise OSError(f"{tmp} read back differs from what was written to it (disk full?)")
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
