@@ -154,9 +154,12 @@ class Tracker:
             except Exception:
                 log.debug("W&B run could not be closed after a failed mirror", exc_info=True)
             return f"W&B run not saved: {type(err).__name__}: {err}"
-        if run.settings.mode == "offline":
-            return _check_offline_run(Path(run.settings.sync_file), results["status"])
-        return None
+        if run.settings.mode != "offline":
+            return None
+        import wandb
+
+        wandb.teardown()  # finish() can return before W&B's writer process has flushed the file
+        return _check_offline_run(Path(run.settings.sync_file), results["status"])
 
 
 def _mirror(run: Any, results: dict[str, Any], path: Path | None) -> None:
