@@ -205,7 +205,7 @@ def test_torchrun_records_once(make_cfg: Callable[..., DictConfig], tmp_path: Pa
     torchrun = Path(sys.executable).parent / "torchrun"
     job_dir = tmp_path / "ddp"
     launch = [str(torchrun), "--standalone", "--nproc_per_node", "2", "run.py"]
-    job = ["model=tiny_random", "eval=quick", "target=base", "tracking=wandb_offline"]
+    job = ["model=tiny_random", "eval=quick", "target=base", "tracking=wandb_offline", "force=true"]
     done = subprocess.run(
         [*launch, *job, "method=grad_ascent", "method.max_steps=2", f"hydra.run.dir={job_dir}"],
         cwd=Path(__file__).resolve().parents[1],
