@@ -172,7 +172,14 @@ def _record(results: dict[str, Any], path: Path, index: Path, tracker: Tracker) 
     if tracking_error:
         results["tracking_error"] = tracking_error
         log.error("Tracking failed: %s (%s is complete)", tracking_error, path)
-        write_results(path, record(results))
+        try:
+            write_results(path, record(results))
+        except OSError as err:
+            raise OSError(
+                err.errno,
+                f"{tracking_error}; {path} holds the results but could not record that "
+                f"({err.__cause__}): free disk space and re-run with force=true",
+            ) from err
     if results["status"] == "ok":
         try:
             atomic_write_text(index, json.dumps({"results": str(path.resolve()), "job_key": key}))
