@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from benchmarks.components import discover
 from benchmarks.config import ConfigError, refuse_secret_overrides
+from benchmarks.distributed import is_main_process
 from benchmarks.job import run_job
 from benchmarks.report import print_summary
 
@@ -24,7 +25,11 @@ def main(cfg: DictConfig) -> None:
     sweep = hydra_cfg.mode == RunMode.MULTIRUN
     group = Path(hydra_cfg.sweep.dir).as_posix().replace("/", "_") if sweep else None
     results = run_job(cfg, Path(hydra_cfg.runtime.output_dir), group=group, raise_errors=not sweep)
+    if not is_main_process():
+        return  # the main process of a distributed launch reports the job
     print_summary(results)
+    if results.get("tracking_error"):
+        print(f"\nW&B TRACKING FAILED — {results['tracking_error']} (results.json is complete)")
 
 
 if __name__ == "__main__":

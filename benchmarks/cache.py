@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def fingerprint(*parts: Any) -> str:
@@ -36,9 +39,11 @@ def _umask() -> int:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temp file beside ``path``, then rename it over ``path``.
+    """Write ``text`` to a temp file beside ``path``, read it back, then rename it over ``path``.
 
-    The file gets the usual permissions (mkstemp's are owner-only), so shared sweep dirs stay readable.
+    A failed write (full disk, a kill) leaves the old file, never half of the new one; the read-back
+    catches a file system that cuts a file without an error. The file gets the usual permissions
+    (mkstemp's are owner-only), so shared sweep dirs stay readable.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
@@ -47,6 +52,8 @@ def atomic_write_text(path: Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        if Path(tmp).read_text("utf-8") != text:
+            raise OSError(f"{tmp} read back differs from what was written to it (disk full?)")
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
@@ -66,3 +73,19 @@ def atomic_dir(target: Path) -> Iterator[Path]:
         os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cached_json(
+    path: Path, compute: Callable[[], Any], *, keep: Callable[[Any], bool] = lambda _: True
+) -> tuple[Any, bool]:
+    """The JSON value saved at ``path``, else ``compute()`` saved there (if ``keep`` accepts it);
+    and whether it came from the cache. A damaged file is computed anew, not trusted."""
+    if path.exists():
+        try:
+            return json.loads(path.read_text("utf-8")), True
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            log.warning("Ignoring damaged cache entry %s (%s)", path, err)
+    value = compute()
+    if keep(value):
+        atomic_write_text(path, json.dumps(value))
+    return value, False

@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import signal
+import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -19,13 +21,20 @@ from benchmarks.cache import atomic_write_text, files_fingerprint, fingerprint
 from benchmarks.components import discover
 from benchmarks.config import validate
 from benchmarks.data import load_data
+from benchmarks.distributed import is_main_process
 from benchmarks.evaluation.evaluate import evaluate_model
 from benchmarks.evaluation.suite import ModelRun, check_suite, run_suite
 from benchmarks.methods import METHODS, JobContext
 from benchmarks.models import cache_dir, load_model
 from benchmarks.prompting import TRUNCATED, Prompter
-from benchmarks.target import prepare_target
-from benchmarks.tracking import Tracker
+from benchmarks.target import (
+    evaluate_target,
+    load_target,
+    prepare_target,
+    reference_results,
+    target_cache_path,
+)
+from benchmarks.tracking import Tracker, record, write_results
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +54,25 @@ class Timer:
             self.seconds[phase] = round(time.perf_counter() - start, 3)
 
 
+class OutputDirTaken(RuntimeError):
+    """The output dir holds another job's ``results.json``: writing there would destroy them."""
+
+
+class Interrupted(BaseException):
+    """SIGTERM during a job (SIGINT arrives as ``KeyboardInterrupt``): recorded, then re-raised."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signal = signal.Signals(signum).name
+
+
 def run_job(
     cfg: DictConfig, output_dir: Path, *, group: str | None = None, raise_errors: bool = True
 ) -> dict[str, Any]:
-    """Run one configured job and return its results record (also written to ``results.json``)."""
+    """Run one configured job and return its results record (also written to ``results.json``).
+
+    Under a distributed launcher every process runs it; only the main one records anything.
+    """
     discover()
     config = OmegaConf.to_container(cfg, resolve=True)
     if cfg.method.name not in METHODS:
@@ -56,16 +80,25 @@ def run_job(
             f"method.name={cfg.method.name!r} is not a registered method; "
             f"choose method= from {METHODS.names()}"
         )
-    output_dir.mkdir(parents=True, exist_ok=True)
     key = job_key(config)
     index = cache_dir(cfg.get("cache_dir")) / "results" / f"{key}.json"
+    path = output_dir / "results.json"
+    other = _other_job(path, key)
+    if other is not None:
+        raise OutputDirTaken(
+            f"{path} holds the results of another job ({other}); pick another hydra.run.dir "
+            "(or move that file away) so that they are not overwritten"
+        )
+    main = is_main_process()
     if not cfg.get("force"):
-        finished = _finished(index, output_dir)
+        finished = _finished(index, key)
         if finished is not None:
-            return finished
-    tracker = Tracker(
-        cfg.tracking, config, output_dir, name=f"{cfg.method.name}-s{cfg.seed}", group=group
-    )
+            return _reuse(*finished, path) if main else finished[0]
+    if not main:
+        # Another process of a distributed launch: it trains alongside the main one, no more.
+        _run(cfg, output_dir, Tracker(), Timer())
+        return {"status": "ok", "method": cfg.method.name, "seed": cfg.seed, "job_key": key}
+    output_dir.mkdir(parents=True, exist_ok=True)
     timer = Timer()
     results: dict[str, Any] = {
         "status": "failed",
@@ -74,20 +107,91 @@ def run_job(
         "config": config,
         "job_key": key,
     }
-    try:
-        results.update(_run(cfg, output_dir, tracker, timer))
-        results["status"] = "ok"
-    except Exception as err:
-        results.update(error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
-        log.error("Job failed: %s (details in %s)", results["error"], output_dir / "results.json")
-        if raise_errors:
+    tracker = Tracker()
+    with _sigterm_raises():
+        try:
+            tracker = Tracker.start(
+                cfg.tracking, config, output_dir, name=f"{cfg.method.name}-s{cfg.seed}", group=group
+            )
+            results.update(_run(cfg, output_dir, tracker, timer))
+            results["status"] = "ok"
+        except Exception as err:
+            results.update(error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
+            log.error("Job failed: %s (details in %s)", results["error"], path)
+            if raise_errors:
+                raise
+        except (KeyboardInterrupt, Interrupted) as stop:
+            name = stop.signal if isinstance(stop, Interrupted) else "SIGINT"
+            results.update(status="interrupted", error=f"interrupted by {name}")
+            log.error("Job interrupted by %s (recorded in %s)", name, path)
             raise
-    finally:
-        results["timings_s"] = timer.seconds
-        path = tracker.finish(results)
-        if results["status"] == "ok":
-            atomic_write_text(index, json.dumps({"results": str(path.resolve())}))
+        finally:
+            results["timings_s"] = timer.seconds
+            _record(results, path, index, tracker)
     return results
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """SIGTERM raises :class:`Interrupted` in the block, so the job can record why it stopped
+    (its default would end the process on the spot); on the way out the signal goes on to the
+    handler that was there before, by default ending the process as usual."""
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread() or previous == signal.SIG_IGN:
+        yield  # handlers can be set in the main thread only
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise Interrupted(signum)
+
+    restore = signal.SIG_DFL if previous is None else previous
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    except Interrupted:
+        signal.signal(signal.SIGTERM, restore)
+        signal.raise_signal(signal.SIGTERM)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, restore)
+
+
+def _record(results: dict[str, Any], path: Path, index: Path, tracker: Tracker) -> None:
+    """Write ``results.json`` first, then close the W&B run and add what tracking lost to it;
+    index the job as finished only once its results are safely on disk."""
+    key = results["job_key"]
+    other = _other_job(path, key)
+    if other is not None:  # it arrived while this job ran
+        taken, path = path, path.with_name(f"results-{key}.json")
+        log.error(
+            "%s now holds another job's results (%s): this job's go to %s; give each job its "
+            "own hydra.run.dir",
+            taken,
+            other,
+            path,
+        )
+    try:
+        write_results(path, record(results))
+    except OSError:
+        tracker.finish(results, None)  # close the run; the lost results are what to report
+        raise
+    tracking_error = tracker.finish(results, path)
+    if tracking_error:
+        results["tracking_error"] = tracking_error
+        log.error("Tracking failed: %s (%s is complete)", tracking_error, path)
+        try:
+            write_results(path, record(results))
+        except OSError as err:
+            raise OSError(
+                err.errno,
+                f"{tracking_error}; {path} holds the results but could not record that "
+                f"({err.__cause__}): free disk space and re-run with force=true",
+            ) from err
+    if results["status"] == "ok":
+        try:
+            atomic_write_text(index, json.dumps({"results": str(path.resolve()), "job_key": key}))
+        except OSError as err:
+            log.warning("Could not index %s as finished (%s): a re-run will repeat it", path, err)
 
 
 #: Config keys that do not change a job's results: where it logs, caches, and whether to re-run.
@@ -116,20 +220,51 @@ def harness_code() -> str:
     )
 
 
-def _finished(index: Path, output_dir: Path) -> dict[str, Any] | None:
-    """Results of an identical job that already finished, copied into ``output_dir`` (or None)."""
-    if not index.exists():
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object saved earlier, or None if missing or damaged (with a warning naming it)."""
+    if not path.exists():
         return None
-    source = Path(json.loads(index.read_text("utf-8"))["results"])
-    if not source.exists():
+    try:
+        value = json.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        log.warning("Ignoring damaged %s (%s)", path, err)
         return None
-    results = json.loads(source.read_text("utf-8"))
-    if results.get("status") != "ok":
+    if not isinstance(value, dict):
+        log.warning("Ignoring damaged %s (not a JSON object)", path)
         return None
+    return value
+
+
+def _other_job(path: Path, key: str) -> str | None:
+    """Who owns the readable results at ``path`` if another job does (a damaged file is nobody's)."""
+    results = _read_json(path)
+    if results is None or results.get("job_key") == key:
+        return None
+    method, seed, other = (results.get(k) for k in ("method", "seed", "job_key"))
+    return f"method {method}, seed {seed}, job_key {other}"
+
+
+def _finished(index: Path, key: str) -> tuple[dict[str, Any], Path] | None:
+    """Results of an identical job that already finished, and their file (or None)."""
+    pointer = _read_json(index)
+    if pointer is None or not isinstance(pointer.get("results"), str):
+        return None
+    source = Path(pointer["results"])
+    results = _read_json(source)
+    if results is None or results.get("status") != "ok":
+        return None
+    if results.get("job_key") != key:
+        log.warning("%s now holds another job's results; re-running this one", source)
+        return None
+    return results, source
+
+
+def _reuse(results: dict[str, Any], source: Path, path: Path) -> dict[str, Any]:
+    """Copy an identical finished job's results into this job's ``path``."""
     log.info("Skipping: identical job finished before (%s); force=true re-runs it", source)
-    target = output_dir / "results.json"
-    if source.resolve() != target.resolve():
-        atomic_write_text(target, json.dumps({**results, "reused_from": str(source)}, indent=2))
+    if source.resolve() != path.resolve():
+        results = {**results, "reused_from": str(source)}
+        write_results(path, results)
     return results
 
 
@@ -148,10 +283,11 @@ def _run(cfg: DictConfig, output_dir: Path, tracker: Tracker, timer: Timer) -> d
         target, data, target_info = prepare_target(
             base, tokenizer, data, cfg, cache=cache, prompter=prompter, log_fn=tracker.log
         )
-    with timer("eval_target"):
-        target_metrics, target_rows = _cached_target_eval(
-            cfg, cache, target_info, target, tokenizer, data, prompter
-        )
+    if is_main_process():  # other ranks of a distributed launch only train
+        with timer("eval_target"):
+            target_metrics, target_rows = evaluate_target(
+                target, tokenizer, data, cfg.eval, prompter, target_info, cache
+            )
     method = METHODS.get(cfg.method.name)(cfg.method)
     ctx = JobContext(
         seed=cfg.seed,
@@ -166,20 +302,26 @@ def _run(cfg: DictConfig, output_dir: Path, tracker: Tracker, timer: Timer) -> d
     set_seed(cfg.seed)
     with timer("unlearn"):
         unlearned = method.unlearn(target, tokenizer, data, ctx)
+    if not is_main_process():
+        return {}
     with timer("eval_unlearned"):
         metrics, rows = evaluate_model(
             unlearned.model, tokenizer, data, cfg.eval, unlearned.prompter, "unlearned"
         )
+    with timer("suite/reference"):
+        reference = reference_results(cfg, data, cache=cache, prompter=prompter, log_fn=tracker.log)
     suite = run_suite(
-        cfg,
-        cache=cache,
+        cfg.eval,
         data=data,
         tokenizer=tokenizer,
-        target_info=target_info,
         target=ModelRun("target", prompter, target_metrics, target_rows),
         unlearned=ModelRun("unlearned", unlearned.prompter, metrics, rows, unlearned.model),
+        load_original=lambda: load_target(cfg, target_info, cache),
+        reference=reference,
         timer=timer,
-        log_fn=tracker.log,
+        target_cache=target_cache_path(
+            cache, "suite-target", target_info, cfg.eval, data, prompter
+        ),
     )
     return {
         "data": {
@@ -193,22 +335,3 @@ def _run(cfg: DictConfig, output_dir: Path, tracker: Tracker, timer: Timer) -> d
         "truncated_answers": dict(TRUNCATED),  # by where they were cut: training or scoring
         **suite,
     }
-
-
-def _cached_target_eval(cfg, cache, target_info, target, tokenizer, data, prompter):
-    """The target's evaluation is the same for every method of a sweep: compute it once."""
-    if target_info["kind"] != "finetune":
-        return evaluate_model(target, tokenizer, data, cfg.eval, prompter, "target")
-    key = fingerprint(
-        target_info["path"],
-        OmegaConf.to_container(cfg.eval, resolve=True),
-        [r.id for r in data.records],
-        prompter.system_prompt,
-    )
-    path = cache / "evals" / f"target-{key}.json"
-    if path.exists():
-        saved = json.loads(path.read_text("utf-8"))
-        return saved["metrics"], saved["rows"]
-    metrics, rows = evaluate_model(target, tokenizer, data, cfg.eval, prompter, "target")
-    atomic_write_text(path, json.dumps({"metrics": metrics, "rows": rows}))
-    return metrics, rows

@@ -18,10 +18,13 @@ from typing import Any
 from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
-from benchmarks.cache import atomic_dir, fingerprint
+from benchmarks.cache import atomic_dir, cached_json, fingerprint
 from benchmarks.data.records import DataError, QARecord, UnlearningData
-from benchmarks.evaluation.evaluate import leak_test_from
+from benchmarks.evaluation.evaluate import evaluate_model
 from benchmarks.evaluation.generation import generate
+from benchmarks.evaluation.leak import LeakTest
+from benchmarks.evaluation.privacy import forget_vs_holdout_aucs
+from benchmarks.models import load_model, resolve_device
 from benchmarks.prompting import Prompter
 from benchmarks.training import Pair, nll_loss, train
 
@@ -90,7 +93,9 @@ def known_only(
         batch_size=eval_cfg.batch_size,
         desc="only_known: probe",
     )
-    known = leak_test_from(eval_cfg.leak).leaks([r.answer for r in asked], [a[0] for a in answers])
+    known = LeakTest.from_config(eval_cfg.leak).leaks(
+        [r.answer for r in asked], [a[0] for a in answers]
+    )
     kept = {r.id for r, ok in zip(asked, known, strict=True) if ok}
     records = [r for r in data.records if r.split in ("retain", "holdout") or r.id in kept]
     if not any(r.split == "forget" for r in records):
@@ -141,8 +146,6 @@ def taught(data: UnlearningData) -> list[QARecord]:
 
 def load_target(cfg: Any, target_info: dict[str, Any], cache: Path) -> PreTrainedModel:
     """A fresh copy of the prepared target: a method may have changed the one it was given."""
-    from benchmarks.models import load_model, resolve_device
-
     if target_info["kind"] == "finetune":
         model = AutoModelForCausalLM.from_pretrained(target_info["path"])
         return model.to(resolve_device(cfg.device)).eval()
@@ -152,6 +155,86 @@ def load_target(cfg: Any, target_info: dict[str, Any], cache: Path) -> PreTraine
 def model_key(cfg: Any) -> Any:
     """What identifies the base model in cache keys."""
     return OmegaConf.to_container(cfg.model, resolve=True)
+
+
+def evaluate_target(
+    target: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    data: UnlearningData,
+    eval_cfg: Any,
+    prompter: Prompter,
+    target_info: dict[str, Any],
+    cache: Path,
+) -> tuple[dict[str, dict[str, float]], list[dict[str, Any]]]:
+    """The target's metrics and rows: the same for every method of a sweep, so computed once."""
+
+    def evaluate() -> dict[str, Any]:
+        metrics, rows = evaluate_model(target, tokenizer, data, eval_cfg, prompter, "target")
+        return {"metrics": metrics, "rows": rows}
+
+    path = target_cache_path(cache, "target", target_info, eval_cfg, data, prompter)
+    saved = evaluate() if path is None else cached_json(path, evaluate)[0]
+    return saved["metrics"], saved["rows"]
+
+
+def target_cache_path(
+    cache: Path,
+    what: str,
+    target_info: dict[str, Any],
+    eval_cfg: Any,
+    data: UnlearningData,
+    prompter: Prompter,
+) -> Path | None:
+    """Where an evaluation of the fine-tuned target is kept (None: the base model, not cached)."""
+    if target_info["kind"] != "finetune":
+        return None
+    key = fingerprint(
+        target_info["path"],
+        OmegaConf.to_container(eval_cfg, resolve=True),
+        [r.id for r in data.records],
+        prompter.system_prompt,
+    )
+    return cache / "evals" / f"{what}-{key}.json"
+
+
+def reference_results(
+    cfg: Any,
+    data: UnlearningData,
+    *,
+    cache: Path,
+    prompter: Prompter,
+    log_fn: Callable[[dict[str, float]], None] | None = None,
+) -> dict[str, Any] | None:
+    """The retain-only reference model's forget truth ratios (TOFU's forget quality) and MIA AUCs
+    (privleak), for the suite families that read them; None when none does or the target is the
+    base model. The model is built once per target recipe and its results once per evaluation."""
+    families = {"tofu", "privacy"} & set(cfg.eval.suite)
+    if cfg.target.kind != "finetune" or not families:
+        return None
+    model, path = retain_reference(cfg, data, cache=cache, prompter=prompter, log_fn=log_fn)
+    tokenizer = load_model(cfg.model, cache, cfg.device)[1]
+
+    def evaluate() -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        if "tofu" in families:
+            scoring = OmegaConf.merge(
+                cfg.eval, {"splits": ["forget"], "metrics": ["answer_prob", "truth_ratio"]}
+            )
+            _, rows = evaluate_model(model, tokenizer, data, scoring, prompter, "reference")
+            result["forget_truth_ratios"] = [
+                r["truth_ratio_R"] for r in rows if "truth_ratio_R" in r
+            ]
+        if "privacy" in families and data.split("holdout"):
+            result["auc"] = forget_vs_holdout_aucs(
+                model, tokenizer, data, prompter, k=cfg.eval.privacy.k,
+                batch_size=cfg.eval.batch_size,
+            )  # fmt: skip
+        return result
+
+    info = {"kind": "finetune", "path": str(path)}
+    return cached_json(
+        target_cache_path(cache, "reference", info, cfg.eval, data, prompter), evaluate
+    )[0]
 
 
 def retain_reference(
@@ -164,8 +247,6 @@ def retain_reference(
 ) -> tuple[PreTrainedModel, Path]:
     """The base model fine-tuned on what the target learns but the forget set (TOFU's 'retain
     model'), and where it is cached."""
-    from benchmarks.models import load_model
-
     base, tokenizer = load_model(cfg.model, cache, cfg.device)
     return finetuned(
         base,

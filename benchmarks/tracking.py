@@ -64,76 +64,143 @@ def flatten(nested: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-class Tracker:
-    """One job's W&B run (if enabled) and its results file."""
+def write_results(path: Path, results: dict[str, Any]) -> None:
+    """Write a results record atomically and verified (see :func:`atomic_write_text`), or raise
+    an ``OSError`` that says the results are not saved and what to do."""
+    try:
+        atomic_write_text(path, json.dumps(results, indent=2, default=str))
+    except OSError as err:
+        raise OSError(
+            err.errno,
+            f"results NOT saved: could not write {path} ({err}); free disk space or fix the "
+            "permissions of the output dir and re-run (an earlier file there is unchanged)",
+        ) from err
 
-    def __init__(
-        self,
+
+def record(results: dict[str, Any]) -> dict[str, Any]:
+    """What ``results.json`` holds: the results, credentials redacted, with package versions."""
+    return {**results, "config": redact(results.get("config", {})), "versions": versions()}
+
+
+class TrackingError(RuntimeError):
+    """W&B could not start: the job records it in ``results.json`` and stops."""
+
+
+class Tracker:
+    """One job's W&B run; ``Tracker()`` tracks nothing (``tracking=none``, non-main processes)."""
+
+    def __init__(self, run: Any = None) -> None:
+        self.run = run
+
+    @classmethod
+    def start(
+        cls,
         tracking_cfg: Any,
         config: dict[str, Any],
         output_dir: Path,
         name: str,
         group: str | None,
-    ) -> None:
-        self.output_dir = output_dir
-        self.run = None
+    ) -> Tracker:
+        """Open the job's W&B run, or raise :class:`TrackingError` saying how to fix it."""
         wandb_cfg = tracking_cfg.wandb
         if not wandb_cfg.enabled:
-            return
+            return cls()
         import wandb
 
         os.environ.setdefault("WANDB_SILENT", "true")
-        self.run = wandb.init(
-            project=wandb_cfg.project,
-            entity=wandb_cfg.get("entity"),
-            group=wandb_cfg.get("group") or group,
-            name=name,
-            job_type="unlearn",
-            tags=[str(config.get("method", {}).get("name", "?"))],
-            config=redact(config),
-            dir=str(output_dir),
-            mode=os.environ.get("WANDB_MODE", wandb_cfg.mode),
-            reinit="finish_previous",
-        )
+        mode = os.environ.get("WANDB_MODE", wandb_cfg.mode)
+        try:
+            run = wandb.init(
+                project=wandb_cfg.project,
+                entity=wandb_cfg.get("entity"),
+                group=wandb_cfg.get("group") or group,
+                name=name,
+                job_type="unlearn",
+                tags=[str(config.get("method", {}).get("name", "?"))],
+                config=redact(config),
+                dir=str(output_dir),
+                mode=mode,
+                reinit="finish_previous",
+            )
+        except Exception as err:
+            fix = (
+                "set WANDB_API_KEY in the environment (or run `wandb login`), "
+                "or use tracking=wandb_offline"
+                if mode == "online"
+                else f"check that {output_dir} is writable and has free space, or use tracking=none"
+            )
+            raise TrackingError(
+                f"W&B could not start ({mode}): {type(err).__name__}: {err}; {fix}"
+            ) from err
+        return cls(run)
 
     def log(self, values: dict[str, float]) -> None:
         """Live values (training losses); a no-op without W&B."""
         if self.run is not None:
             self.run.log(values)
 
-    def finish(self, results: dict[str, Any]) -> Path:
-        """Write ``results.json`` atomically, mirror it to W&B and close the run."""
-        results = {**results, "config": redact(results.get("config", {})), "versions": versions()}
-        path = self.output_dir / "results.json"
-        atomic_write_text(path, json.dumps(results, indent=2, default=str))
-        if self.run is not None:
-            self._mirror(results, path)
-        return path
-
-    def _mirror(self, results: dict[str, Any], path: Path) -> None:
+    def finish(self, results: dict[str, Any], path: Path | None) -> str | None:
+        """Mirror the results (``path``: their file, None if it could not be written) to W&B, close
+        the run and check an offline run reads back. Returns what went wrong, never raises: a
+        tracking failure must not cost the results."""
+        if self.run is None:
+            return None
+        run, self.run = self.run, None
+        try:
+            _mirror(run, results, path)
+        except Exception as err:
+            try:
+                run.finish(exit_code=1)
+            except Exception:
+                log.debug("W&B run could not be closed after a failed mirror", exc_info=True)
+            return f"W&B run not saved: {type(err).__name__}: {err}"
+        if run.settings.mode != "offline":
+            return None
         import wandb
 
-        summary: dict[str, Any] = {"status": results["status"]}
-        summary.update(flatten(results.get("metrics", {})))
-        for section in SUMMARY_SECTIONS:
-            summary.update(flatten(results.get(section, {}), section))
-        summary.update(flatten(results.get("timings_s", {}), "time"))
-        summary.update(flatten(results.get("method_metrics", {}), "method"))
-        for key in ("error", "traceback"):
-            if results.get(key):
-                summary[key] = results[key]
-        self.run.summary.update(summary)
-        rows = results.get("generations", [])
-        if rows:
-            columns = sorted({key for row in rows for key in row})
-            table = wandb.Table(
-                columns=columns, data=[[row.get(c) for c in columns] for row in rows]
-            )
-            self.run.log({"generations": table})
-        artifact = wandb.Artifact(f"results-{self.run.id}", type="results")
+        wandb.teardown()  # finish() can return before W&B's writer process has flushed the file
+        return _check_offline_run(Path(run.settings.sync_file), results["status"])
+
+
+def _mirror(run: Any, results: dict[str, Any], path: Path | None) -> None:
+    import wandb
+
+    summary: dict[str, Any] = {"status": results["status"]}
+    summary.update(flatten(results.get("metrics", {})))
+    for section in SUMMARY_SECTIONS:
+        summary.update(flatten(results.get(section, {}), section))
+    summary.update(flatten(results.get("timings_s", {}), "time"))
+    summary.update(flatten(results.get("method_metrics", {}), "method"))
+    for key in ("error", "traceback"):
+        if results.get(key):
+            summary[key] = results[key]
+    run.summary.update(summary)
+    rows = results.get("generations", [])
+    if rows:
+        columns = sorted({key for row in rows for key in row})
+        table = wandb.Table(columns=columns, data=[[row.get(c) for c in columns] for row in rows])
+        run.log({"generations": table})
+    if path is not None:
+        artifact = wandb.Artifact(f"results-{run.id}", type="results")
         artifact.add_file(str(path))
-        self.run.log_artifact(artifact)
-        self.run.finish(exit_code=0 if results["status"] == "ok" else 1)
+        run.log_artifact(artifact)
+    run.finish(exit_code=0 if results["status"] == "ok" else 1)
+
+
+def _check_offline_run(run_file: Path, status: str) -> str | None:
+    """Why the closed offline run file is unusable (cut by a full disk, say), or None if it reads
+    back with the job's final status: W&B writes it in a separate process, which raises nothing
+    here."""
+    try:
+        saved = read_offline_run(run_file.parent).get("summary", {}).get("status")
+    except Exception as err:
+        return f"W&B run file {run_file} cannot be read back: {type(err).__name__}: {err}"
+    if saved != status:
+        return (
+            f"W&B run file {run_file} is incomplete (final status {saved!r}, not {status!r}): "
+            "disk full?"
+        )
+    return None
 
 
 def _log_records(path: Path):

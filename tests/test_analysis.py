@@ -218,9 +218,9 @@ def track(job_dir: Path, seed: int, results: dict[str, Any] | None) -> None:
     wandb_cfg = {"enabled": True, "project": "unstar-bench", "mode": "offline"}
     config = {"seed": seed, "method": {"name": "unstar"}, "tracking": {"wandb": wandb_cfg}}
     tracking = OmegaConf.create({"wandb": wandb_cfg})
-    tracker = Tracker(tracking, config, job_dir, name=f"unstar-s{seed}", group="sweep")
+    tracker = Tracker.start(tracking, config, job_dir, name=f"unstar-s{seed}", group="sweep")
     if results is not None:
-        tracker.finish({**results, "config": config})
+        tracker.finish({**results, "config": config}, None)
 
 
 def test_a_rerun_jobs_abandoned_wandb_run_is_not_a_second_job(tmp_path: Path) -> None:

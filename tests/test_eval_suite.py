@@ -33,7 +33,7 @@ from benchmarks.evaluation.suite import ModelRun, Suite, check_suite, tofu_famil
 from benchmarks.job import run_job
 from benchmarks.models import cache_dir, load_model
 from benchmarks.prompting import Prompter, encode_pair, pad_encoded
-from benchmarks.target import retain_reference, taught
+from benchmarks.target import reference_results, retain_reference, taught
 from benchmarks.training import mean_nll
 
 #: Seconds, not minutes: two optimiser steps for the target and the method, tiny attacks.
@@ -140,6 +140,18 @@ def test_a_failing_judge_loses_no_results(
     assert [r.get("judge_privacy") for r in forget][:4] == [1.0, 1.0, 1.0, None]
 
 
+def make_suite(cfg, data, tokenizer, runs, reference=None) -> Suite:
+    return Suite(
+        cfg.eval,
+        data=data,
+        tokenizer=tokenizer,
+        runs=runs,
+        load_original=lambda: pytest.fail("the original model was not needed here"),
+        reference=reference,
+        timer=lambda name: nullcontext(),
+    )
+
+
 def test_the_retain_only_reference_has_forget_quality_one_against_itself(
     make_cfg: Callable[..., DictConfig],
 ) -> None:
@@ -149,14 +161,12 @@ def test_the_retain_only_reference_has_forget_quality_one_against_itself(
     _, tokenizer = load_model(cfg.model, cache_dir(), "cpu")
     scoring = OmegaConf.merge(cfg.eval, {"splits": ["forget"], "metrics": ["truth_ratio"]})
     metrics, rows = evaluate_model(reference, tokenizer, data, scoring, Prompter(), "reference")
-    suite = Suite(
+    suite = make_suite(
         cfg,
-        cache=cache_dir(),
-        data=data,
-        tokenizer=tokenizer,
-        target_info={"kind": "finetune", "path": "unused"},
-        runs={"target": ModelRun("target", Prompter(), metrics, rows, reference)},
-        timer=lambda name: nullcontext(),
+        data,
+        tokenizer,
+        {"target": ModelRun("target", Prompter(), metrics, rows, reference)},
+        reference_results(cfg, data, cache=cache_dir(), prompter=Prompter()),
     )
     tofu = tofu_family(suite, suite.runs["target"])["tofu"]
     assert tofu["forget_quality"] == 1.0 and tofu["ks_statistic"] == 0.0
@@ -178,15 +188,7 @@ def test_a_model_that_memorised_the_forget_set_is_told_from_the_holdout(
         optimiser.zero_grad()
         mean_nll(model, batch).backward()
         optimiser.step()
-    suite = Suite(
-        cfg,
-        cache=cache_dir(),
-        data=data,
-        tokenizer=tokenizer,
-        target_info={"kind": "base"},
-        runs={},
-        timer=lambda name: nullcontext(),
-    )
+    suite = make_suite(cfg, data, tokenizer, {})
     aucs = suite.mia(model.eval(), prompter)
     assert aucs["loss"] > 0.9 and aucs["min_k"] > 0.9 and aucs["min_k_plus_plus"] > 0.9, aucs
 
@@ -244,15 +246,7 @@ def test_the_paraphrase_attack_reuses_the_evaluations_answers(
     model, tokenizer = load_model(cfg.model, cache_dir(), "cpu")
     _, rows = evaluate_model(model, tokenizer, data, cfg.eval, Prompter(), "target")
     run = ModelRun("target", Prompter(), {}, rows, model)
-    suite = Suite(
-        cfg,
-        cache=cache_dir(),
-        data=data,
-        tokenizer=tokenizer,
-        target_info={"kind": "base"},
-        runs={"target": run},
-        timer=lambda name: nullcontext(),
-    )
+    suite = make_suite(cfg, data, tokenizer, {"target": run})
 
     def no_generation(*args: object, **kwargs: object) -> None:
         raise AssertionError("the paraphrase attack generated again")

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -149,3 +153,67 @@ def test_job_key_ignores_where_results_go_but_not_a_code_change(
     assert job_key({**config, "seed": 1}) != before
     monkeypatch.setattr(benchmarks.job, "harness_code", lambda: "an edited method")
     assert job_key(config) != before
+
+
+def test_interrupt_is_recorded_then_raised(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(self: Any, *args: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(METHODS.get("grad_ascent"), "unlearn", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_job(make_cfg(*QUICK, NO_SUITE), tmp_path / "job")
+    recorded = read_results(tmp_path / "job")
+    assert recorded["status"] == "interrupted"
+    assert recorded["error"] == "interrupted by SIGINT"
+
+
+def test_sigterm_is_recorded_then_handled_as_before(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The signal goes on to the handler that was there before (by default: the process ends)."""
+
+    class Terminated(Exception):
+        pass
+
+    def terminate(self: Any, *args: Any) -> Any:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def previous(signum: int, frame: Any) -> None:
+        raise Terminated
+
+    monkeypatch.setattr(METHODS.get("grad_ascent"), "unlearn", terminate)
+    before = signal.signal(signal.SIGTERM, previous)
+    try:
+        with pytest.raises(Terminated):
+            run_job(make_cfg(*QUICK, NO_SUITE), tmp_path / "job")
+        assert signal.getsignal(signal.SIGTERM) is previous
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    recorded = read_results(tmp_path / "job")
+    assert recorded["status"] == "interrupted"
+    assert recorded["error"] == "interrupted by SIGTERM"
+
+
+def test_torchrun_records_once(make_cfg: Callable[..., DictConfig], tmp_path: Path) -> None:
+    """Two CPU processes (gloo) train together; only rank 0 evaluates, writes results.json and
+    opens a W&B run, and both exit cleanly."""
+    torchrun = Path(sys.executable).parent / "torchrun"
+    job_dir = tmp_path / "ddp"
+    launch = [str(torchrun), "--standalone", "--nproc_per_node", "2", "run.py"]
+    job = ["model=tiny_random", "eval=quick", "target=base", "tracking=wandb_offline", "force=true"]
+    done = subprocess.run(
+        [*launch, *job, "method=grad_ascent", "method.max_steps=2", f"hydra.run.dir={job_dir}"],
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [p.name for p in job_dir.glob("results*.json")] == ["results.json"]
+    assert read_results(job_dir)["status"] == "ok"
+    assert "tracking_error" not in read_results(job_dir)
+    assert len(list((job_dir / "wandb").glob("offline-run-*"))) == 1
+    assert done.stdout.count("grad_ascent (seed 0)") == 1, "one process prints the summary"

@@ -15,11 +15,10 @@ from typing import Any
 
 import pytest
 from conftest import TINY
-from omegaconf import OmegaConf
 
 from analysis.collect import main
 from analysis.runs import read_sweep, read_wandb
-from benchmarks.tracking import Tracker, read_offline_run
+from benchmarks.tracking import read_offline_run, record, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 #: A job in seconds: the tiny model, one unlearning step. Tracking is chosen per sweep.
@@ -168,9 +167,9 @@ def test_slurm_launcher_is_submitit_with_one_gpu_per_job() -> None:
 def test_a_failed_write_leaves_the_old_results_file(
     fail: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    tracker = Tracker(OmegaConf.create({"wandb": {"enabled": False}}), {}, tmp_path, "x", None)
+    path = tmp_path / "results.json"
     old = {"status": "ok", "metrics": {"unlearned": {"forget": {"leak_rate": 0.5}}}}
-    tracker.finish(old)
+    write_results(path, record(old))
     before = (tmp_path / "results.json").read_text("utf-8")
 
     def crash(*args: Any, **kwargs: Any) -> Any:
@@ -178,7 +177,7 @@ def test_a_failed_write_leaves_the_old_results_file(
 
     monkeypatch.setattr(fail, crash)  # before the text is made, before the rename, mid-write
     with pytest.raises(OSError, match="killed"):
-        tracker.finish({**old, "status": "failed"})
+        write_results(path, record({**old, "status": "failed"}))
 
     assert (tmp_path / "results.json").read_text("utf-8") == before
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"], "no partial file left"

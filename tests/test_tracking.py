@@ -13,7 +13,7 @@ import pytest
 from omegaconf import DictConfig, open_dict
 
 from benchmarks.job import run_job
-from benchmarks.tracking import read_offline_run, redact
+from benchmarks.tracking import TrackingError, read_offline_run, redact
 
 #: Seconds, not minutes: gradient ascent, two optimiser steps each, one loss logged per step;
 #: force: every job really runs (not skipped as a repeat of an earlier test's job).
@@ -103,3 +103,29 @@ def test_secrets_never_reach_a_file(
     assert any(p.suffix == ".wandb" for p in files)
     leaked = [str(p) for p in files if SECRET.encode() in p.read_bytes()]
     assert not leaked, f"secret written to {leaked}"
+
+
+@pytest.mark.parametrize("failure", ["no API key", "unwritable offline dir"])
+def test_tracking_that_cannot_start_is_recorded(
+    make_cfg: Callable[..., DictConfig],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: str,
+) -> None:
+    job_dir = tmp_path / "job"
+    if failure == "no API key":
+        for name in ("WANDB_API_KEY", "WANDB_MODE"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+        monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+        cfg, fix = make_cfg(*QUICK, "tracking=wandb_online"), "set WANDB_API_KEY"
+    else:
+        job_dir.mkdir()
+        (job_dir / "wandb").write_text("a file where W&B wants its dir")
+        cfg, fix = make_cfg(*QUICK), "is writable"
+
+    with pytest.raises(TrackingError, match=fix):
+        run_job(cfg, job_dir)
+    recorded = json.loads((job_dir / "results.json").read_text())
+    assert recorded["status"] == "failed"
+    assert fix in recorded["error"] and "TrackingError" in recorded["error"]

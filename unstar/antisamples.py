@@ -6,7 +6,6 @@ result is cached on disk by a hash of what shaped it, so a sweep over training k
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 import numpy as np
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from benchmarks.cache import atomic_write_text, files_fingerprint, fingerprint
+from benchmarks.cache import cached_json, files_fingerprint, fingerprint
 from benchmarks.data.records import QARecord
 from benchmarks.evaluation.generation import generate
 from benchmarks.evaluation.leak import Embedder, LeakTest, default_embedder
@@ -265,13 +264,10 @@ def cached_initial(
     key = fingerprint(
         key_parts, generation_code(), [asdict(r) for r in records], [r.id for r in pool]
     )
-    path = cache / "antisamples" / f"{key}.json"
-    if path.exists():
-        saved = json.loads(path.read_text("utf-8"))
-        return [AntiSample(**s) for s in saved["samples"]], saved["report"], True
-    samples = generator.initial(records, pool)
-    report = generator.report.as_dict()
-    atomic_write_text(
-        path, json.dumps({"samples": [asdict(s) for s in samples], "report": report}, indent=1)
-    )
-    return samples, report, False
+
+    def generate() -> dict[str, Any]:
+        samples = generator.initial(records, pool)
+        return {"samples": [asdict(s) for s in samples], "report": generator.report.as_dict()}
+
+    saved, reused = cached_json(cache / "antisamples" / f"{key}.json", generate)
+    return [AntiSample(**s) for s in saved["samples"]], saved["report"], reused

@@ -20,8 +20,8 @@ from omegaconf import OmegaConf
 
 from benchmarks.cache import atomic_write_text
 from benchmarks.config import LeakConfig, MethodConfig, knob
-from benchmarks.evaluation.evaluate import leak_test_from
 from benchmarks.evaluation.generation import generate
+from benchmarks.evaluation.leak import LeakTest
 from benchmarks.methods import METHODS, Method, Unlearned, qa_pairs
 from benchmarks.target import taught
 from benchmarks.training import Pair, nll_loss, train
@@ -68,7 +68,7 @@ class UnSTAR(Method):
 
     def unlearn(self, model, tokenizer, data, ctx) -> Unlearned:
         cfg = self.cfg
-        leak_test = leak_test_from(cfg.leak)
+        leak_test = LeakTest.from_config(cfg.leak)
         self_taught = cfg.generator == "self"
         generator = AntiSampleGenerator(
             model if self_taught else self._load_generator(ctx), tokenizer, cfg, leak_test, ctx.seed
@@ -156,7 +156,7 @@ class UnSTAR(Method):
             desc="unstar: probe",
         )  # fmt: skip
         truths = [records[by_question[q][0].record_id].answer for q in questions]
-        leaks = leak_test_from(self.cfg.leak).leaks(truths, [a[0] for a in answers])
+        leaks = LeakTest.from_config(self.cfg.leak).leaks(truths, [a[0] for a in answers])
         return [s for q, leak in zip(questions, leaks, strict=True) if leak for s in by_question[q]]
 
     def _harder(

@@ -48,14 +48,6 @@ def eval_items(data: UnlearningData, splits: tuple[str, ...] = EVAL_SPLITS) -> l
     return items
 
 
-def leak_test_from(cfg: Any) -> LeakTest:
-    return LeakTest(
-        fuzzy_threshold=cfg.fuzzy_threshold,
-        embedding_threshold=cfg.embedding_threshold,
-        use_embedding=cfg.use_embedding,
-    )
-
-
 def evaluate_model(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -92,7 +84,7 @@ def evaluate_model(
             desc=f"eval {label}: generate",
         )
         texts = [g[0] for g in generations]
-        leaks = leak_test_from(eval_cfg.leak).leaks([i.record.answer for i in items], texts)
+        leaks = LeakTest.from_config(eval_cfg.leak).leaks([i.record.answer for i in items], texts)
         for row, text, leak in zip(rows, texts, leaks, strict=True):
             row["generation"] = text
             row["rougeL_recall"] = metrics.rougeL_recall(row["answer"], text)

@@ -13,6 +13,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from rapidfuzz import fuzz
@@ -85,6 +86,15 @@ class LeakTest:
     embedding_threshold: float = 0.6
     use_embedding: bool = True
     embedder: Embedder | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> LeakTest:
+        """The leak test a config section (``eval.leak``, ``method.leak``) describes."""
+        return cls(
+            fuzzy_threshold=cfg.fuzzy_threshold,
+            embedding_threshold=cfg.embedding_threshold,
+            use_embedding=cfg.use_embedding,
+        )
 
     def cheap_reason(self, gold: str, text: str) -> str | None:
         """The reason from the string checks alone, or None if they do not fire."""

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from benchmarks.prompting import encode_pairs, pad_encoded
+from benchmarks.data.records import UnlearningData
+from benchmarks.prompting import Prompter, encode_pairs, pad_encoded
 from benchmarks.registry import Registry
 
 
@@ -133,3 +134,26 @@ def mia_aucs(
         )
         for name in MIA_SCORES.names()
     }
+
+
+def forget_vs_holdout_aucs(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    data: UnlearningData,
+    prompter: Prompter,
+    *,
+    k: float,
+    batch_size: int,
+) -> dict[str, float]:
+    """Forget-vs-holdout AUC of each MIA score, from one scoring pass."""
+    forget, holdout = data.forget, data.split("holdout")
+    records = [*forget, *holdout]
+    stats = answer_token_stats(
+        model,
+        tokenizer,
+        [prompter(tokenizer, r.question) for r in records],
+        [r.answer for r in records],
+        batch_size=batch_size,
+    )
+    scored = list(zip(stats, (r.answer for r in records), strict=True))
+    return mia_aucs(scored[: len(forget)], scored[len(forget) :], k)

@@ -11,7 +11,6 @@ cached like the target itself, so a sweep computes them once.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import defaultdict
 from collections.abc import Callable
@@ -22,19 +21,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import OmegaConf
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from benchmarks.cache import atomic_write_text, fingerprint
+from benchmarks.cache import cached_json
 from benchmarks.data.records import UnlearningData
 from benchmarks.evaluation import metrics
 from benchmarks.evaluation.attacks import ATTACKS, Victim
 from benchmarks.evaluation.criteria import criteria, submetrics
-from benchmarks.evaluation.evaluate import METRICS, evaluate_model, leak_test_from
+from benchmarks.evaluation.evaluate import METRICS
 from benchmarks.evaluation.fine_grained import fine_grained
 from benchmarks.evaluation.generation import generate
 from benchmarks.evaluation.judges import JUDGES, Judge, Judged, JudgeEnv, JudgeError, build_judge
-from benchmarks.evaluation.privacy import answer_token_stats, mia_aucs, privleak
+from benchmarks.evaluation.leak import LeakTest
+from benchmarks.evaluation.privacy import forget_vs_holdout_aucs, privleak
 from benchmarks.evaluation.tofu import (
     FORGOTTEN_SPLITS,
     forget_quality,
@@ -43,7 +42,6 @@ from benchmarks.evaluation.tofu import (
 )
 from benchmarks.prompting import Prompter
 from benchmarks.registry import Registry
-from benchmarks.target import load_target, retain_reference
 
 log = logging.getLogger(__name__)
 
@@ -102,19 +100,17 @@ class Suite:
 
     def __init__(
         self,
-        cfg: Any,
+        eval_cfg: Any,
         *,
-        cache: Path,
         data: UnlearningData,
         tokenizer: PreTrainedTokenizerBase,
-        target_info: dict[str, Any],
         runs: dict[str, ModelRun],
+        load_original: Callable[[], PreTrainedModel],
+        reference: dict[str, Any] | None,
         timer: Timer,
-        log_fn: Callable[[dict[str, float]], None] | None = None,
     ) -> None:
-        self.cfg, self.eval = cfg, cfg.eval
-        self.cache, self.data, self.tokenizer = cache, data, tokenizer
-        self.target_info, self.runs, self.timer, self.log_fn = target_info, runs, timer, log_fn
+        self.eval, self.data, self.tokenizer, self.runs = eval_cfg, data, tokenizer, runs
+        self.load_original, self.reference, self.timer = load_original, reference, timer
         self.families = [f for f in ORDER if f in self.eval.suite]
         self.errors: dict[str, str] = {}
         self._answers: dict[str, dict[str, str]] = {}
@@ -124,7 +120,7 @@ class Suite:
     @cached_property
     def original(self) -> PreTrainedModel:
         """The target as prepared, before unlearning: the model fluency is measured under."""
-        return load_target(self.cfg, self.target_info, self.cache)
+        return self.load_original()
 
     def model(self, run: ModelRun) -> PreTrainedModel:
         return run.model if run.model is not None else self.original
@@ -132,7 +128,7 @@ class Suite:
     @cached_property
     def judge(self) -> Judge:
         env = JudgeEnv(
-            leak_test=leak_test_from(self.eval.leak),
+            leak_test=LeakTest.from_config(self.eval.leak),
             tokenizer=self.tokenizer,
             original=lambda: self.original,
             prompter=self.runs["target"].prompter,
@@ -164,118 +160,72 @@ class Suite:
         return [known[p] for p in prompts]
 
     def mia(self, model: PreTrainedModel, prompter: Prompter) -> dict[str, float]:
-        """Forget-vs-holdout AUC of each MIA score, from one scoring pass."""
-        forget, holdout = self.data.forget, self.data.split("holdout")
-        records = [*forget, *holdout]
-        stats = answer_token_stats(
+        return forget_vs_holdout_aucs(
             model,
             self.tokenizer,
-            [prompter(self.tokenizer, r.question) for r in records],
-            [r.answer for r in records],
+            self.data,
+            prompter,
+            k=self.eval.privacy.k,
             batch_size=self.eval.batch_size,
         )
-        scored = list(zip(stats, (r.answer for r in records), strict=True))
-        return mia_aucs(scored[: len(forget)], scored[len(forget) :], self.eval.privacy.k)
-
-    @cached_property
-    def reference(self) -> dict[str, Any] | None:
-        """The retain-only model's forget truth ratios and MIA AUCs (target=finetune only)."""
-        if self.target_info["kind"] != "finetune" or not {"tofu", "privacy"} & set(self.families):
-            return None
-        prompter = self.runs["target"].prompter
-        with self.timer("suite/reference"):
-            model, path = retain_reference(
-                self.cfg, self.data, cache=self.cache, prompter=prompter, log_fn=self.log_fn
-            )
-            key = fingerprint(str(path), self._eval_config(), [r.id for r in self.data.records])
-            saved = self.cache / "evals" / f"reference-{key}.json"
-            if saved.exists():
-                return json.loads(saved.read_text("utf-8"))
-            result: dict[str, Any] = {}
-            if "tofu" in self.families:
-                scoring = OmegaConf.merge(
-                    self.eval, {"splits": ["forget"], "metrics": ["answer_prob", "truth_ratio"]}
-                )
-                _, rows = evaluate_model(
-                    model, self.tokenizer, self.data, scoring, prompter, "reference"
-                )
-                result["forget_truth_ratios"] = [
-                    r["truth_ratio_R"] for r in rows if "truth_ratio_R" in r
-                ]
-            if "privacy" in self.families and self.data.split("holdout"):
-                result["auc"] = self.mia(model, prompter)
-            atomic_write_text(saved, json.dumps(result))
-            return result
 
     # -- running --
 
-    def _eval_config(self) -> Any:
-        return OmegaConf.to_container(self.eval, resolve=True)
-
     def evaluate(self, run: ModelRun) -> dict[str, Any]:
         """Every selected family for one model: result key -> this model's value."""
-        saved = self._target_cache(run)
-        if saved is not None and saved.exists():
-            stored = json.loads(saved.read_text("utf-8"))
-            run.rows[:] = stored["rows"]
-            return stored["results"]
         results: dict[str, Any] = {}
-        errors_before = len(self.errors)
         for family in self.families:
             with self.timer(f"suite/{family}/{run.label}"):
                 results.update(FAMILIES.get(family)(self, run))
-        if saved is not None and len(self.errors) == errors_before:
-            atomic_write_text(saved, json.dumps({"results": results, "rows": run.rows}))
         return results
-
-    def _target_cache(self, run: ModelRun) -> Path | None:
-        """Where the fine-tuned target's suite results are kept: they are the same all sweep."""
-        if run.label != "target" or self.target_info["kind"] != "finetune":
-            return None
-        key = fingerprint(
-            self.target_info["path"],
-            self._eval_config(),
-            [r.id for r in self.data.records],
-            run.prompter.system_prompt,
-        )
-        return self.cache / "evals" / f"suite-target-{key}.json"
 
 
 def run_suite(
-    cfg: Any,
+    eval_cfg: Any,
     *,
-    cache: Path,
     data: UnlearningData,
     tokenizer: PreTrainedTokenizerBase,
-    target_info: dict[str, Any],
     target: ModelRun,
     unlearned: ModelRun,
+    load_original: Callable[[], PreTrainedModel],
+    reference: dict[str, Any] | None,
     timer: Timer,
-    log_fn: Callable[[dict[str, float]], None] | None = None,
+    target_cache: Path | None = None,
 ) -> dict[str, Any]:
     """The suite's results keys (``criteria``, ``attacks``, ...), each ``{model label: value}``.
 
-    A judge failure does not lose results: the rows keep the scores given so far, the affected
-    criteria are None, and the error is recorded under ``eval_errors``.
+    ``reference`` holds the retain-only model's forget truth ratios and MIA AUCs (built by the
+    target layer, :func:`benchmarks.target.reference_results`). The target's results are the same
+    for every method of a sweep: with ``target_cache`` they are computed once. A judge failure
+    does not lose results: the rows keep the scores given so far, the affected criteria are None,
+    and the error is recorded under ``eval_errors``.
     """
     runs = {"target": target, "unlearned": unlearned}
     suite = Suite(
-        cfg,
-        cache=cache,
+        eval_cfg,
         data=data,
         tokenizer=tokenizer,
-        target_info=target_info,
         runs=runs,
+        load_original=load_original,
+        reference=reference,
         timer=timer,
-        log_fn=log_fn,
     )
     if not suite.families:
         return {}
     results: dict[str, dict[str, Any]] = defaultdict(dict)
     for run in runs.values():
-        for key, value in suite.evaluate(run).items():
+        if run is target and target_cache is not None:
+            saved, _ = cached_json(
+                target_cache,
+                lambda run=run: {"results": suite.evaluate(run), "rows": run.rows},
+                keep=lambda _: not suite.errors,
+            )
+            run.rows[:] = saved["rows"]
+            outcome = saved["results"]
+        else:
+            outcome = suite.evaluate(run)
+        for key, value in outcome.items():
             results[key][run.label] = value
-    reference = suite.reference
     if reference and "tofu" in suite.families:
         ratios = reference["forget_truth_ratios"]
         results["tofu"]["reference"] = {
@@ -302,7 +252,7 @@ def attacks_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
         max_new_tokens=suite.eval.max_new_tokens,
         batch_size=suite.eval.batch_size,
     )
-    leak_test = leak_test_from(suite.eval.leak)
+    leak_test = LeakTest.from_config(suite.eval.leak)
     summary: dict[str, dict[str, float | None]] = {}
     for name, attack_cfg in suite.eval.attacks.items():
         with suite.timer(f"suite/attack:{name}/{run.label}"):
