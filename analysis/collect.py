@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -34,6 +33,7 @@ import pandas as pd
 from analysis.plots import write_plots
 from analysis.runs import Collection, read_sweep, read_wandb
 from analysis.tables import (
+    Report,
     relative_to_best,
     relative_to_best_table,
     summarise,
@@ -42,15 +42,6 @@ from analysis.tables import (
     write_tables,
 )
 from analysis.wandb_summary import log_summary_run
-
-
-@dataclass
-class Report:
-    """What :func:`write` produced: the tables, and the files it wrote."""
-
-    summary: pd.DataFrame
-    relative_to_best: pd.DataFrame
-    files: dict[str, Path]
 
 
 def write(collection: Collection, out: Path | str) -> Report:

@@ -9,6 +9,7 @@ excepted, so ``method.rationale=true,false`` gives two variants and a seed sweep
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -237,13 +238,20 @@ def _promised(sweep_dir: Path) -> list[list[str]]:
     multirun = _multirun(sweep_dir)
     if multirun is None or "BasicSweeper" not in str(multirun.hydra.sweeper.get("_target_")):
         return []
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     params = multirun.hydra.sweeper.get("params") or {}
     arguments = [f"{k}={v}" for k, v in params.items()] + list(multirun.hydra.overrides.task)
-    overrides = OverridesParser.create().parse_overrides(arguments)
-    return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+    choices = []  # the basic sweeper's order: the cartesian product of the overrides as given
+    for override in OverridesParser.create().parse_overrides(arguments):
+        key = override.get_key_element()
+        values = (
+            list(override.sweep_string_iterator())
+            if override.is_sweep_override()
+            else [override.get_value_element_as_str()]
+        )
+        choices.append([f"{key}={value}" for value in values])
+    return [list(job) for job in itertools.product(*choices)]
 
 
 def _sweep_wandb(sweep_dir: Path, dirs: list[Path], jobs: list[_Job]) -> tuple[str, str, str]:

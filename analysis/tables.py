@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +27,15 @@ HEADLINE = {
     "unlearned/hard_retain/rougeL_recall": "hard-retain rougeL",
     "unlearned/general_retain/rougeL_recall": "general-retain rougeL",
 }
+
+
+@dataclass
+class Report:
+    """What ``analysis.collect.write`` produced: the tables, and the files it wrote."""
+
+    summary: pd.DataFrame
+    relative_to_best: pd.DataFrame
+    files: dict[str, Path]
 
 
 def summarise(jobs: pd.DataFrame) -> pd.DataFrame:

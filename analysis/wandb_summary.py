@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from analysis.plots import PLOTS
 from analysis.runs import Collection
-from analysis.tables import shown
-
-if TYPE_CHECKING:  # not at run time: analysis.collect, which makes a Report, imports this module
-    from analysis.collect import Report
+from analysis.tables import Report, shown
 
 
 def log_summary_run(collection: Collection, report: Report, out: Path) -> Path:

@@ -12,20 +12,15 @@ import json
 import logging
 import os
 import platform
-import re
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from benchmarks.cache import atomic_write_text
+from benchmarks.config import SECRET_KEY
 
 log = logging.getLogger(__name__)
 
-# A credential word ending the key (``hf_token``, ``OPENAI_API_KEY``), not inside one
-# (``max_new_tokens``, ``tokenizer`` are settings the record must keep).
-SECRET_KEY = re.compile(
-    r"(^|[\W_])(api_?key|access_?key|secret_?key|token|secret|password|passwd)$", re.IGNORECASE
-)
 #: Results sections mirrored into the W&B summary, so dashboards and collect --wandb see them.
 SUMMARY_SECTIONS = ("criteria", "criteria_submetrics", "attacks", "tofu", "privacy", "fine_grained")
 VERSIONED = ("torch", "transformers", "peft", "trl", "sentence-transformers", "hydra-core", "wandb")

@@ -12,7 +12,7 @@ from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.data import DATASETS
+from benchmarks.data.loaders import DATASETS
 from benchmarks.data.records import DataError, QARecord, UnlearningData
 
 WPU_ID = "Shiyu-Lab/Wikipedia_Person_Unlearn"

@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from benchmarks.data import DATASETS
+from benchmarks.data.loaders import DATASETS
 from benchmarks.data.records import RECORD_SPLITS, DataError, QARecord, UnlearningData
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import json
 from importlib import resources
 from typing import Any
 
-from benchmarks.data import DATASETS
+from benchmarks.data.loaders import DATASETS
 from benchmarks.data.records import DataError, QARecord, UnlearningData
 
 FORGET_SPLITS = {"forget_1": 1, "forget_2": 2, "forget_5": 5}
