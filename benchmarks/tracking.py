@@ -160,7 +160,7 @@ class Tracker:
 def _mirror(run: Any, results: dict[str, Any], path: Path | None) -> None:
     import wandb
 
-    summary: dict[str, Any] = {"status": results["status"]}
+    summary: dict[str, Any] = {"status": results["status"], "job_key": results.get("job_key")}
     summary.update(flatten(results.get("metrics", {})))
     for section in SUMMARY_SECTIONS:
         summary.update(flatten(results.get(section, {}), section))

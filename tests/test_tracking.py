@@ -48,6 +48,7 @@ def test_offline_run_has_group_config_summary_and_history(
     assert run["group"] == "sweep-x"
     assert run["config"]["method"]["name"] == "grad_ascent"
     assert run["summary"]["status"] == "ok"
+    assert run["summary"]["job_key"] == results["job_key"], "a W&B run names the job it records"
     leak = results["metrics"]["target"]["forget"]["leak_rate"]
     assert run["summary"]["target/forget/leak_rate"] == pytest.approx(leak)
     live = [row for row in run["history"] if "unlearn/forget_loss" in row]
