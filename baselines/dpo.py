@@ -7,6 +7,7 @@ one IDK would train on (same seed, benchmarks/data/refusals.txt). Formula and de
 `dpo_grad_diff` loss of licong-lin/negative-preference-optimization (peer_harnesses.md §2, §8).
 It runs on the shared trainer rather than TRL's DPOTrainer, which has no retain term and builds
 its own reference model and tokenisation; the loss is TRL's sigmoid loss scaled by 2/β.
+tests/test_dpo_matches_trl.py checks this against TRL's DPOTrainer on the same token ids.
 """
 
 from __future__ import annotations
