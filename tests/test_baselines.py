@@ -24,7 +24,7 @@ from benchmarks.prompting import Prompter, encode_pair, pad_encoded
 from benchmarks.training import Batch, Reference, answer_kl, collate, encode_example, mean_nll
 
 #: Methods whose loss reads the frozen original model; no other method may build it.
-NEEDS_REFERENCE = {"kl", "npo", "dpo", "whp", "di", "prompt_distill"}
+NEEDS_REFERENCE = {"kl", "npo", "dpo", "whp", "di", "prompt_distill", "rwhp", "whp_plus"}
 
 DATA = UnlearningData(
     name="hand-made",
