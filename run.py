@@ -24,7 +24,15 @@ def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     sweep = hydra_cfg.mode == RunMode.MULTIRUN
     group = Path(hydra_cfg.sweep.dir).as_posix().replace("/", "_") if sweep else None
-    results = run_job(cfg, Path(hydra_cfg.runtime.output_dir), group=group, raise_errors=not sweep)
+    # An experiment (experiment=paper_wpu) prints the GPU estimate; other jobs do on a GPU.
+    estimate = True if hydra_cfg.runtime.choices.get("experiment") else None
+    results = run_job(
+        cfg,
+        Path(hydra_cfg.runtime.output_dir),
+        group=group,
+        raise_errors=not sweep,
+        estimate=estimate,
+    )
     if not is_main_process():
         return  # the main process of a distributed launch reports the job
     print_summary(results)

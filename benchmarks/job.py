@@ -22,6 +22,7 @@ from benchmarks.components import discover
 from benchmarks.config import validate
 from benchmarks.data import load_data
 from benchmarks.distributed import is_main_process
+from benchmarks.estimate import job_estimate
 from benchmarks.evaluation.evaluate import evaluate_model
 from benchmarks.evaluation.suite import ModelRun, check_suite, run_suite
 from benchmarks.methods import METHODS, JobContext
@@ -67,11 +68,18 @@ class Interrupted(BaseException):
 
 
 def run_job(
-    cfg: DictConfig, output_dir: Path, *, group: str | None = None, raise_errors: bool = True
+    cfg: DictConfig,
+    output_dir: Path,
+    *,
+    group: str | None = None,
+    raise_errors: bool = True,
+    estimate: bool | None = None,
 ) -> dict[str, Any]:
     """Run one configured job and return its results record (also written to ``results.json``).
 
     Under a distributed launcher every process runs it; only the main one records anything.
+    ``estimate`` prints a GPU memory and time estimate once the model and data are loaded
+    (:mod:`benchmarks.estimate`); None: when the model is on a GPU.
     """
     discover()
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -96,7 +104,7 @@ def run_job(
             return _reuse(*finished, path) if main else finished[0]
     if not main:
         # Another process of a distributed launch: it trains alongside the main one, no more.
-        _run(cfg, output_dir, Tracker(), Timer())
+        _run(cfg, output_dir, Tracker(), Timer(), estimate=False)
         return {"status": "ok", "method": cfg.method.name, "seed": cfg.seed, "job_key": key}
     output_dir.mkdir(parents=True, exist_ok=True)
     timer = Timer()
@@ -113,7 +121,7 @@ def run_job(
             tracker = Tracker.start(
                 cfg.tracking, config, output_dir, name=f"{cfg.method.name}-s{cfg.seed}", group=group
             )
-            results.update(_run(cfg, output_dir, tracker, timer))
+            results.update(_run(cfg, output_dir, tracker, timer, estimate=estimate))
             results["status"] = "ok"
         except Exception as err:
             results.update(error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
@@ -268,7 +276,9 @@ def _reuse(results: dict[str, Any], source: Path, path: Path) -> dict[str, Any]:
     return results
 
 
-def _run(cfg: DictConfig, output_dir: Path, tracker: Tracker, timer: Timer) -> dict[str, Any]:
+def _run(
+    cfg: DictConfig, output_dir: Path, tracker: Tracker, timer: Timer, *, estimate: bool | None
+) -> dict[str, Any]:
     validate(cfg)
     TRUNCATED.clear()
     set_seed(cfg.seed)
@@ -279,6 +289,11 @@ def _run(cfg: DictConfig, output_dir: Path, tracker: Tracker, timer: Timer) -> d
         base, tokenizer = load_model(cfg.model, cache, cfg.device)
     with timer("load_data"):
         data = load_data(cfg.data)
+    if estimate or (estimate is None and next(base.parameters()).device.type == "cuda"):
+        try:
+            print(job_estimate(base, tokenizer, data, cfg), flush=True)
+        except Exception as err:  # an estimate never costs the job
+            log.warning("No GPU estimate (%s: %s)", type(err).__name__, err)
     with timer("prepare_target"):
         target, data, target_info = prepare_target(
             base, tokenizer, data, cfg, cache=cache, prompter=prompter, log_fn=tracker.log

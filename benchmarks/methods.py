@@ -2,7 +2,7 @@
 
 A method turns the target model into an unlearned one; it never evaluates itself. Training
 methods are a forget loss on the shared trainer (:mod:`benchmarks.training`) plus, where needed,
-their own data recipe (which pairs they train on).
+their own data recipe (which pairs they train on) and their own retain term.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from benchmarks.config import MethodConfig
 from benchmarks.data.records import QARecord, UnlearningData
 from benchmarks.prompting import Prompter
 from benchmarks.registry import Registry
-from benchmarks.training import Batch, ForgetExample, Pair, Reference, train
+from benchmarks.training import Batch, ForgetExample, Pair, Reference, RetainLoss, train
 
 
 @dataclass
@@ -75,6 +75,11 @@ def qa_pairs(
 class TrainingMethod(Method):
     """A method that is a forget loss on the shared trainer; override the recipe hooks as needed."""
 
+    #: The retain term. None: the one named in the config (``retain_loss: nll | kl | none``); a
+    #: method whose retain term is neither (RMU: MSE to the frozen model's hidden states)
+    #: defines ``retain_loss(self, model, batch, reference) -> scalar`` instead.
+    retain_loss: RetainLoss | None = None
+
     def forget_loss(
         self,
         model: PreTrainedModel,
@@ -104,6 +109,7 @@ class TrainingMethod(Method):
             seed=ctx.seed,
             phase="unlearn",
             log_fn=ctx.log_fn,
+            retain_loss=self.retain_loss,
         )
         final = history[-1] if history else {}
         return Unlearned(model, ctx.prompter, {"train_loss": final.get("train_loss")})

@@ -4,7 +4,8 @@ It is TRL's :class:`~trl.SFTTrainer` (its config, peft integration and training 
 with what TRL lacks: a retain stream paired with the forget stream, the
 ``gamma * forget + alpha * retain`` combination, and a frozen reference model built lazily in
 memory (TRL's trainers would load their own from disk). It owns what methods must not
-re-implement; a method brings its forget loss (and optionally its retain loss type).
+re-implement; a method brings its forget loss and, optionally, its retain loss: a named one
+(``retain_loss: nll | kl``) or, where it is neither (RMU's hidden-state MSE), its own function.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 import copy
 import tempfile
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -50,13 +52,21 @@ class Reference:
         self._model = model if self._peft else unpatched(copy.deepcopy(model)).eval()
         self._model.requires_grad_(False)
 
-    @torch.no_grad()
+    @contextmanager
+    def frozen(self) -> Iterator[PreTrainedModel]:
+        """The frozen model, without gradients, for losses that read more than its logits
+        (a LoRA model with its adapters disabled: share no state with it outside the block)."""
+        with torch.no_grad():
+            if self._peft:
+                with self._model.disable_adapter():
+                    yield self._model
+            else:
+                yield self._model
+
     def logits(self, batch: Batch) -> torch.Tensor:
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-        if self._peft:
-            with self._model.disable_adapter():
-                return self._model(**inputs).logits
-        return self._model(**inputs).logits
+        with self.frozen() as model:
+            return model(**inputs).logits
 
 
 def unpatched(model: PreTrainedModel) -> PreTrainedModel:
@@ -74,6 +84,14 @@ class ForgetLoss(Protocol):
         model: PreTrainedModel,
         batch: Batch | dict[str, Batch],
         reference: Callable[[], Reference],
+    ) -> torch.Tensor: ...
+
+
+class RetainLoss(Protocol):
+    """A method's own retain term: ``(model, retain batch, lazy reference) -> scalar``."""
+
+    def __call__(
+        self, model: PreTrainedModel, batch: Batch, reference: Callable[[], Reference]
     ) -> torch.Tensor: ...
 
 
@@ -184,11 +202,19 @@ def trainer_args(cfg: TrainConfig, output_dir: str, seed: int) -> UnlearnConfig:
 
 
 class UnlearnTrainer(SFTTrainer):
-    """TRL's SFT trainer whose loss is ``gamma * forget_loss + alpha * retain_loss``."""
+    """TRL's SFT trainer whose loss is ``gamma * forget_loss + alpha * retain_loss``; the retain
+    term is the method's own ``retain_loss`` where it gives one, else the configured name."""
 
-    def __init__(self, *args: Any, forget_loss: ForgetLoss, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        forget_loss: ForgetLoss,
+        retain_loss: RetainLoss | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.forget_loss = forget_loss
+        self.retain_loss = retain_loss
         self._reference: Reference | None = None
         self._terms: dict[str, list[float]] = defaultdict(list)
 
@@ -202,9 +228,12 @@ class UnlearnTrainer(SFTTrainer):
         forget_term = self.forget_loss(model, inputs["forget"], self.reference)
         loss = args.gamma * forget_term
         self._terms["forget_loss"].append(forget_term.item())
-        if args.alpha and args.retain_loss != "none" and "retain" in inputs:
+        own_retain = self.retain_loss is not None
+        if args.alpha and (own_retain or args.retain_loss != "none") and "retain" in inputs:
             retain = inputs["retain"]
-            if args.retain_loss == "nll":
+            if self.retain_loss is not None:
+                retain_term = self.retain_loss(model, retain, self.reference)
+            elif args.retain_loss == "nll":
                 retain_term = mean_nll(model, retain)
             elif args.retain_loss == "kl":
                 retain_term = answer_kl(model, retain, self.reference())
@@ -254,8 +283,12 @@ def train(
     seed: int,
     phase: str,
     log_fn: Callable[[dict[str, float]], None] | None = None,
+    retain_loss: RetainLoss | None = None,
 ) -> tuple[PreTrainedModel, list[dict[str, float]]]:
-    """Train on forget (and retain) pairs; returns the plain model (LoRA merged) and loss history."""
+    """Train on forget (and retain) pairs; returns the plain model (LoRA merged) and loss history.
+
+    ``retain_loss`` replaces the retain term named in ``cfg.retain_loss`` (for a term that is
+    neither NLL nor KL); it is used when ``cfg.alpha`` > 0 and there are retain pairs."""
 
     def encode(examples: list[ForgetExample], stream: str) -> list[dict[str, Any]]:
         encoded = [encode_example(tokenizer, example, cfg.max_length) for example in examples]
@@ -276,6 +309,7 @@ def train(
             data_collator=lambda items: collate(items, pad_id),
             peft_config=lora_config(cfg.lora) if cfg.lora.enabled else None,
             forget_loss=forget_loss,
+            retain_loss=retain_loss,
             callbacks=[history],
         )
         trainer.train()

@@ -24,7 +24,9 @@ from benchmarks.prompting import Prompter, encode_pair, pad_encoded
 from benchmarks.training import Batch, Reference, answer_kl, collate, encode_example, mean_nll
 
 #: Methods whose loss reads the frozen original model; no other method may build it.
-NEEDS_REFERENCE = {"kl", "npo", "dpo", "whp", "di", "prompt_distill", "rwhp", "whp_plus"}
+NEEDS_REFERENCE = {"kl", "npo", "dpo", "whp", "di", "prompt_distill", "rwhp", "whp_plus", "rmu"}
+#: Settings a method needs on the 2-layer tiny model (RMU steers layer 7 by default).
+ON_TINY = {"rmu": ("method.layer=1",)}
 
 DATA = UnlearningData(
     name="hand-made",
@@ -309,8 +311,9 @@ LORA = "method.lora.enabled=true"
 BASELINES = [
     name for name in METHODS.names() if METHODS.get(name).__module__.startswith("baselines")
 ]
-JOBS = [pytest.param(name, (), id=name) for name in BASELINES] + [
-    pytest.param(name, (LORA,), id=f"{name}-lora") for name in sorted(NEEDS_REFERENCE)
+JOBS = [pytest.param(name, ON_TINY.get(name, ()), id=name) for name in BASELINES] + [
+    pytest.param(name, (LORA, *ON_TINY.get(name, ())), id=f"{name}-lora")
+    for name in sorted(NEEDS_REFERENCE)
 ]
 
 

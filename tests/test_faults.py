@@ -28,7 +28,9 @@ from benchmarks.tracking import read_offline_run
 QUICK = ("method=grad_ascent", "method.max_steps=1", "target.train.max_steps=2", "eval=quick")
 
 
-def fake_run(cfg: DictConfig, output_dir: Path, tracker: Any, timer: Any) -> dict[str, Any]:
+def fake_run(
+    cfg: DictConfig, output_dir: Path, tracker: Any, timer: Any, **options: Any
+) -> dict[str, Any]:
     """What ``_run`` returns, in no time: the recording does not look inside the metrics."""
     tracker.log({"unlearn/forget_loss": 1.0})
     return {"metrics": {"target": {"forget": {"leak_rate": 1.0}}, "unlearned": {}}, "mark": "new"}
@@ -150,7 +152,7 @@ def test_concurrent_same_key_jobs_both_record(
     cfg = make_cfg(*QUICK, "force=true")
     together = threading.Barrier(2)
 
-    def racing(*args: Any) -> dict[str, Any]:
+    def racing(*args: Any, **options: Any) -> dict[str, Any]:
         together.wait(timeout=30)  # both record at the same moment
         return fake_run(*args)
 
@@ -182,7 +184,7 @@ def test_another_jobs_results_appearing_mid_run_are_kept(
     """Two jobs in one fixed dir, the other one finishing first: neither overwrites the other."""
     other = {"status": "ok", "method": "npo", "seed": 0, "job_key": "another-job"}
 
-    def overtaken(cfg: DictConfig, output_dir: Path, *args: Any) -> dict[str, Any]:
+    def overtaken(cfg: DictConfig, output_dir: Path, *args: Any, **options: Any) -> dict[str, Any]:
         (output_dir / "results.json").write_text(json.dumps(other))
         return fake_run(cfg, output_dir, *args)
 
