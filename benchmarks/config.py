@@ -214,6 +214,8 @@ def _refuse_secret(key: str) -> None:
 
 
 def _all_keys(node: Any, prefix: str = "") -> Iterator[str]:
+    if OmegaConf.is_config(node) and (node._is_none() or node._is_missing()):
+        return
     if isinstance(node, DictConfig):
         for key in node:
             name = f"{prefix}{key}"
@@ -247,6 +249,9 @@ def _check_node(node: DictConfig, prefix: str) -> None:
         value = node[name]
         if isinstance(value, DictConfig):
             _check_node(value, f"{prefix}{name}.")
+        elif isinstance(value, ListConfig):
+            for index, item in enumerate(value):
+                _check_value(f"{prefix}{name}[{index}]", item, spec.metadata)
         elif value is not None:
             _check_value(f"{prefix}{name}", value, spec.metadata)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 
-from benchmarks.config import ConfigError, refuse_secret_overrides, validate
+from benchmarks.config import ConfigError, knob, refuse_secret_overrides, validate
 from benchmarks.data import DATASETS
 from benchmarks.evaluation.evaluate import EVAL_SPLITS, METRICS
 from benchmarks.job import run_job
@@ -167,3 +168,17 @@ def test_missing_local_model_says_what_to_do(
     message = str(caught.value)
     assert str(missing) in message
     assert "model.name_or_path=DIR" in message
+
+
+def test_validate_checks_list_items_and_accepts_a_null_list() -> None:
+    @dataclass
+    class Layers:
+        layers: list[int] | None = knob(None, "decoder layers", ge=0)
+
+    cfg = OmegaConf.structured(Layers)
+    validate(cfg)
+    cfg.layers = [1, 2]
+    validate(cfg)
+    cfg.layers = [1, -2]
+    with pytest.raises(ConfigError, match=r"layers\[1\]=-2 is out of range: it must be ≥ 0"):
+        validate(cfg)
