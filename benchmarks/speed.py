@@ -41,7 +41,7 @@ def compose_config(overrides: Sequence[str]) -> DictConfig:
 def time_generation(cfg: DictConfig, batch_size: int) -> tuple[float, list[str]]:
     """Seconds to answer every evaluation prompt greedily with the base model, and the answers."""
     model, tokenizer = load_model(cfg.model, cache_dir(cfg.get("cache_dir")), cfg.device)
-    items = eval_items(load_data(cfg.data), tuple(cfg.eval.splits))
+    items = eval_items(load_data(cfg.data), tuple(cfg.eval.views))
     prompts = [Prompter()(tokenizer, item.question) for item in items]
     start = time.perf_counter()
     answers = generate(

@@ -29,13 +29,13 @@ def _mini(make_cfg: Callable[..., DictConfig], *overrides: str) -> UnlearningDat
 def test_wpu_mini_forgets_every_fact_of_the_first_persons(
     make_cfg: Callable[..., DictConfig], split: str, n_persons: int
 ) -> None:
-    data = _mini(make_cfg, f"data.split={split}")
+    data = _mini(make_cfg, f"data.forget_set={split}")
 
     forgotten = PERSONS[:n_persons]
     assert data.subjects_to_forget == tuple(forgotten)
     assert sorted({r.subject for r in data.forget}) == sorted(forgotten)
     assert len(data.forget) == 5 * n_persons
-    assert len(data.split("hard_retain")) >= 2 * n_persons
+    assert len(data.with_role("hard_retain")) >= 2 * n_persons
     assert all(len(r.perturbed_answers) == 3 and r.paraphrases for r in data.forget)
 
 
@@ -43,7 +43,7 @@ def test_wpu_mini_forgets_every_fact_of_the_first_persons(
 def test_wpu_mini_retain_is_never_about_a_forgotten_person(
     make_cfg: Callable[..., DictConfig], split: str
 ) -> None:
-    data = _mini(make_cfg, f"data.split={split}", "data.n_retain=40")
+    data = _mini(make_cfg, f"data.forget_set={split}", "data.n_retain=40")
 
     assert len(data.retain) == 40
     assert not {r.subject for r in data.retain} & set(data.subjects_to_forget)
@@ -61,17 +61,17 @@ def test_wpu_mini_general_retain_follows_n_general_retain(
 ) -> None:
     data = _mini(make_cfg, f"data.n_general_retain={n}")
 
-    assert len(data.split("general_retain")) == n
+    assert len(data.with_role("general_retain")) == n
 
 
 def test_wpu_mini_forget_facts_keeps_the_other_facts_of_the_same_persons(
     make_cfg: Callable[..., DictConfig],
 ) -> None:
     data = _mini(
-        make_cfg, "data.split=forget_facts", "data.facts_persons=2", "data.facts_per_person=2"
+        make_cfg, "data.forget_set=forget_facts", "data.facts_persons=2", "data.facts_per_person=2"
     )
 
-    kept = data.split("forget_facts_retained")
+    kept = data.with_role("forget_facts_retained")
     assert len(data.forget) == 4 and len(kept) == 6
     assert {r.subject for r in data.forget} == {r.subject for r in kept} == set(PERSONS[:2])
     assert not {r.id for r in data.forget} & {r.id for r in kept}
@@ -80,7 +80,7 @@ def test_wpu_mini_forget_facts_keeps_the_other_facts_of_the_same_persons(
 
 def test_wpu_mini_unknown_split(make_cfg: Callable[..., DictConfig]) -> None:
     with pytest.raises(DataError, match=r"no split 'forget_3'.*forget_facts"):
-        _mini(make_cfg, "data.split=forget_3")
+        _mini(make_cfg, "data.forget_set=forget_3")
 
 
 def _qa_file(make_cfg: Callable[..., DictConfig], path: Path, *overrides: str) -> UnlearningData:
@@ -96,7 +96,7 @@ def test_qa_file_reads_wpu_answers_with_wrong_answers(make_cfg: Callable[..., Di
     data = _qa_file(make_cfg, WPU_CSV)
 
     assert len(data.records) == 400
-    assert all(r.split == "forget" and r.perturbed_answers for r in data.records)
+    assert all(r.role == "forget" and r.perturbed_answers for r in data.records)
     wrong_rows = [r for r in rows if r["is_correct"] == "False"]
     assert sum(len(r.perturbed_answers) for r in data.records) == len(wrong_rows)
     varchi = next(r for r in data.records if r.question == "What nationality was Benedetto Varchi?")
@@ -294,7 +294,7 @@ def test_qa_file_reads_a_csv_with_byte_order_mark(
         ),
         (
             "split.jsonl",
-            '{"question": "Q?", "answer": "A", "split": "test"}\n',
+            '{"question": "Q?", "answer": "A", "view": "test"}\n',
             r"split\.jsonl, line 1: unknown split 'test'",
         ),
         (

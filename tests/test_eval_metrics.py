@@ -144,7 +144,7 @@ def test_harmonic_mean() -> None:
 
 
 def row(split: str, **values: Any) -> dict[str, Any]:
-    return {"split": split, **values}
+    return {"view": split, **values}
 
 
 ROWS = [
@@ -208,15 +208,15 @@ def test_a_criterion_with_an_unjudged_row_is_missing_not_wrong() -> None:
 
 def test_fine_grained_retention_counts_kept_facts_the_target_knew() -> None:
     target = [
-        {"split": "forget_facts_retained", "id": "a", "leak_rate": 1.0},
-        {"split": "forget_facts_retained", "id": "b", "leak_rate": 1.0},
-        {"split": "forget_facts_retained", "id": "c", "leak_rate": 0.0},  # never known
+        {"view": "forget_facts_retained", "id": "a", "leak_rate": 1.0},
+        {"view": "forget_facts_retained", "id": "b", "leak_rate": 1.0},
+        {"view": "forget_facts_retained", "id": "c", "leak_rate": 0.0},  # never known
     ]
     unlearned = [
-        {"split": "forget", "id": "f", "leak_rate": 0.0, "rougeL_recall": 0.0},
-        {"split": "forget_facts_retained", "id": "a", "leak_rate": 1.0, "rougeL_recall": 1.0},
-        {"split": "forget_facts_retained", "id": "b", "leak_rate": 0.0, "rougeL_recall": 0.0},
-        {"split": "forget_facts_retained", "id": "c", "leak_rate": 0.0, "rougeL_recall": 0.0},
+        {"view": "forget", "id": "f", "leak_rate": 0.0, "rougeL_recall": 0.0},
+        {"view": "forget_facts_retained", "id": "a", "leak_rate": 1.0, "rougeL_recall": 1.0},
+        {"view": "forget_facts_retained", "id": "b", "leak_rate": 0.0, "rougeL_recall": 0.0},
+        {"view": "forget_facts_retained", "id": "c", "leak_rate": 0.0, "rougeL_recall": 0.0},
     ]
     result = fine_grained(unlearned, target)
     assert result is not None
@@ -224,4 +224,4 @@ def test_fine_grained_retention_counts_kept_facts_the_target_knew() -> None:
     assert result["forgotten"] == pytest.approx(1.0)
     assert result["score"] == pytest.approx(2 / 3)
     assert result["retained_leak_rate"] == pytest.approx(1 / 3)
-    assert fine_grained([r for r in unlearned if r["split"] == "forget"], target) is None
+    assert fine_grained([r for r in unlearned if r["view"] == "forget"], target) is None

@@ -112,7 +112,7 @@ def _record(id: str, split: str, paraphrases: int = 0, perturbed: int = 2) -> QA
         subject="Ada Lovelace",
         question=f"Question {id}?",
         answer=f"Answer {id}",
-        split=split,
+        role=split,
         paraphrases=tuple(f"Paraphrase {i} of {id}?" for i in range(paraphrases)),
         perturbed_answers=tuple(f"Wrong {i} {id}" for i in range(perturbed)),
     )
@@ -142,7 +142,7 @@ def test_evaluate_model_rows_and_split_means(
     for values in summary.values():
         assert all(0.0 <= v <= 1.0 for v in values.values())
 
-    asked = [(r["split"], r["id"], r["question"]) for r in rows]
+    asked = [(r["view"], r["id"], r["question"]) for r in rows]
     assert asked == [
         ("forget", "f1", "Question f1?"),
         ("forget", "f2", "Question f2?"),

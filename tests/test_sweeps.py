@@ -27,7 +27,7 @@ JOB = [o for o in TINY if not o.startswith("tracking=")] + [
     "method.max_steps=1",
 ]
 #: Two jobs that finish and two whose bad split fails inside run_job, after composition.
-FAILING = ["data.split=forget_1,nope", "seed=11,12", "tracking=wandb_offline", *JOB]
+FAILING = ["data.forget_set=forget_1,nope", "seed=11,12", "tracking=wandb_offline", *JOB]
 
 
 def run_sweep(sweep_dir: Path, cache: Path, *overrides: str) -> str:
@@ -90,7 +90,7 @@ def test_a_sweeps_wandb_runs_share_a_group_and_the_summary_run_joins_it(
     group = str(failing_sweep).replace("/", "_")
     assert {run["group"] for run in runs} == {group}
     assert len({run["id"] for run in runs}) == 4
-    assert [run["config"]["data"]["split"] for run in runs] == ["forget_1"] * 2 + ["nope"] * 2
+    assert [run["config"]["data"]["forget_set"] for run in runs] == ["forget_1"] * 2 + ["nope"] * 2
     assert runs[3]["summary"]["status"] == "failed" and "nope" in runs[3]["summary"]["error"]
 
     out = failing_sweep / "analysis"
@@ -101,7 +101,7 @@ def test_a_sweeps_wandb_runs_share_a_group_and_the_summary_run_joins_it(
     logged = {key: value for row in summary["history"] for key, value in row.items()}
     assert logged["comparison/_type"] == logged["relative_to_best/_type"] == "table-file"
     table = next(summary_dir.rglob("comparison*.table.json")).read_text()
-    assert "grad_ascent (data.split=forget_1)" in table
+    assert "grad_ascent (data.forget_set=forget_1)" in table
 
     from_wandb = read_wandb(str(failing_sweep)).jobs  # the summary run is not a job
     assert sorted(from_wandb["status"]) == ["failed", "failed", "ok", "ok"]

@@ -1,6 +1,6 @@
 """``qa_file``: any CSV, JSONL or JSON list with question/answer columns.
 
-Optional columns: ``id``, ``subject``, ``split`` (default ``data.default_split``),
+Optional columns: ``id``, ``subject``, ``split`` (default ``data.default_role``),
 ``paraphrases`` and ``perturbed_answers`` (lists, or JSON-encoded lists in a CSV; TOFU's
 ``perturbed_answer`` is accepted too). A file with an ``is_correct`` column lists one answer per
 row: the correct row is the answer, the other rows of the same question its perturbed answers.
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.data.loaders import DATASETS
-from benchmarks.data.records import RECORD_SPLITS, DataError, QARecord, UnlearningData
+from benchmarks.data.records import RECORD_ROLES, DataError, QARecord, UnlearningData
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ def _drop_repeats(records: list[QARecord], wheres: list[str], path: Path) -> lis
         other = records[earlier]
         for field, mine, theirs in (
             ("answer", _normal(record.answer), _normal(other.answer)),
-            ("split", record.split, other.split),
+            ("split", record.role, other.role),
         ):
             if mine != theirs:
                 raise DataError(
@@ -191,9 +191,9 @@ def load_qa_file(cfg: Any) -> UnlearningData:
     for index, (where, row) in enumerate(rows):
         wheres.append(where)
         where = f"{path}, {where}"
-        split = str(row.get("split") or cfg.default_split).strip()
-        if split not in RECORD_SPLITS:
-            raise DataError(f"{where}: unknown split {split!r}; use one of {list(RECORD_SPLITS)}")
+        split = str(row.get("view") or cfg.default_role).strip()
+        if split not in RECORD_ROLES:
+            raise DataError(f"{where}: unknown split {split!r}; use one of {list(RECORD_ROLES)}")
         lists = {
             key: next((_as_list(row[c], where, c) for c in names if c in row), ())
             for key, names in LIST_COLUMNS.items()
@@ -204,7 +204,7 @@ def load_qa_file(cfg: Any) -> UnlearningData:
                 subject=str(row.get(cfg.subject_column) or "").strip(),
                 question=_text(row, q_col, where),
                 answer=_text(row, a_col, where),
-                split=split,
+                role=split,
                 **lists,
             )
         )
@@ -221,6 +221,6 @@ def load_qa_file(cfg: Any) -> UnlearningData:
         name=f"qa_file/{path.name}",
         records=tuple(records),
         subjects_to_forget=tuple(
-            sorted({r.subject for r in records if r.split == "forget" and r.subject})
+            sorted({r.subject for r in records if r.role == "forget" and r.subject})
         ),
     )

@@ -16,7 +16,7 @@ from typing import Any
 from benchmarks.data.loaders import DATASETS
 from benchmarks.data.records import DataError, QARecord, UnlearningData
 
-FORGET_SPLITS = {"forget_1": 1, "forget_2": 2, "forget_5": 5}
+FORGET_SETS = {"forget_1": 1, "forget_2": 2, "forget_5": 5}
 
 
 def _record(raw: dict[str, Any], subject: str, split: str) -> QARecord:
@@ -25,7 +25,7 @@ def _record(raw: dict[str, Any], subject: str, split: str) -> QARecord:
         subject=raw.get("subject", subject),
         question=raw["question"],
         answer=raw["answer"],
-        split=split,
+        role=split,
         paraphrases=tuple(raw.get("paraphrases", ())),
         perturbed_answers=tuple(raw.get("perturbed_answers", ())),
     )
@@ -48,14 +48,14 @@ def read_raw() -> dict[str, Any]:
 def load_wpu_mini(cfg: Any) -> UnlearningData:
     raw = read_raw()
     persons = raw["persons"]
-    split = cfg.split
+    split = cfg.forget_set
     if split == "forget_facts":
         n_persons, facts_forgotten = cfg.facts_persons, cfg.facts_per_person
-    elif split in FORGET_SPLITS:
-        n_persons, facts_forgotten = FORGET_SPLITS[split], None
+    elif split in FORGET_SETS:
+        n_persons, facts_forgotten = FORGET_SETS[split], None
     else:
-        choices = [*FORGET_SPLITS, "forget_facts"]
-        raise DataError(f"wpu_mini has no split {split!r}; choose data.split from {choices}")
+        choices = [*FORGET_SETS, "forget_facts"]
+        raise DataError(f"wpu_mini has no split {split!r}; choose data.forget_set from {choices}")
 
     records: list[QARecord] = []
     for person in persons[:n_persons]:
