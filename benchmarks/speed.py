@@ -4,7 +4,7 @@
 
 Runs one job (``conf/config.yaml`` plus the overrides, W&B off, never skipped as a repeat) and
 prints its per-phase times from ``results["timings_s"]``. Evaluation is mostly greedy generation,
-so it then generates the evaluation prompts (forget and retain splits) with the base model twice,
+so it then generates the evaluation prompts (the forget and retain views) with the base model twice,
 in batches of ``eval.batch_size`` and one at a time, and prints both times, the speed-up and how
 many answers batching changed (left padding may shift a greedy answer; a change would make
 batched evaluation a source of noise, not just a faster path).

@@ -108,7 +108,7 @@ def test_configs_default_to_the_hub_ids(make_cfg: Callable[..., DictConfig]) -> 
     assert make_cfg("data=tofu").data.repo == TOFU_ID
 
 
-def test_wpu_maps_each_config_to_its_split(
+def test_wpu_maps_each_config_to_its_role(
     make_cfg: Callable[..., DictConfig], repos: dict[str, Path]
 ) -> None:
     data = load_data(make_cfg("data=wpu", f"data.repo={repos['wpu']}").data)
@@ -138,7 +138,7 @@ def test_wpu_retain_skips_forgotten_persons_and_follows_n_retain(
     assert len(load_data(cfg.data).retain) == 2
 
 
-def test_tofu_maps_each_config_to_its_split(
+def test_tofu_maps_each_config_to_its_role(
     make_cfg: Callable[..., DictConfig], repos: dict[str, Path]
 ) -> None:
     data = load_data(make_cfg("data=tofu", f"data.repo={repos['tofu']}").data)
@@ -168,7 +168,7 @@ def test_missing_directory_is_a_clear_error(
 
 
 @pytest.mark.parametrize(
-    ("data", "split", "config", "hub_id"),
+    ("data", "forget_set", "config", "hub_id"),
     [
         ("wpu", "forget_2_2", "forget_2_2", WPU_ID),
         ("tofu", "forget05", "forget05_perturbed", TOFU_ID),
@@ -178,11 +178,11 @@ def test_config_absent_from_the_copy_says_how_to_get_it(
     make_cfg: Callable[..., DictConfig],
     repos: dict[str, Path],
     data: str,
-    split: str,
+    forget_set: str,
     config: str,
     hub_id: str,
 ) -> None:
-    cfg = make_cfg(f"data={data}", f"data.repo={repos[data]}", f"data.forget_set={split}")
+    cfg = make_cfg(f"data={data}", f"data.repo={repos[data]}", f"data.forget_set={forget_set}")
     with pytest.raises(DataError) as caught:
         load_data(cfg.data)
 
@@ -192,12 +192,12 @@ def test_config_absent_from_the_copy_says_how_to_get_it(
     assert "data.repo=DIR" in message and "data=wpu_mini" in message
 
 
-@pytest.mark.parametrize(("data", "split"), [("wpu", "forget_3_1"), ("tofu", "forget50")])
-def test_unknown_split_lists_the_choices(
-    make_cfg: Callable[..., DictConfig], data: str, split: str
+@pytest.mark.parametrize(("data", "forget_set"), [("wpu", "forget_3_1"), ("tofu", "forget50")])
+def test_unknown_forget_set_lists_the_choices(
+    make_cfg: Callable[..., DictConfig], data: str, forget_set: str
 ) -> None:
-    cfg = make_cfg(f"data={data}", "data.repo=/nonexistent", f"data.forget_set={split}")
-    with pytest.raises(DataError, match=rf"no forget set '{split}'.*forget_?\d"):
+    cfg = make_cfg(f"data={data}", "data.repo=/nonexistent", f"data.forget_set={forget_set}")
+    with pytest.raises(DataError, match=rf"no forget set '{forget_set}'.*forget_?\d"):
         load_data(cfg.data)
 
 
@@ -222,6 +222,8 @@ def test_tofu_reads_the_real_world_facts_and_real_authors(
     cfg = make_cfg("data=tofu", f"data.repo={tmp_path / 'tofu'}", "data.n_general_retain=null")
     data = load_data(cfg.data)
 
-    assert len(data.with_role("general_retain")) == 117 and len(data.with_role("hard_retain")) == 100
+    assert (
+        len(data.with_role("general_retain")) == 117 and len(data.with_role("hard_retain")) == 100
+    )
     assert data.with_role("general_retain")[0].answer == "Paris"
     assert all(len(r.perturbed_answers) == 3 for r in data.with_role("general_retain"))

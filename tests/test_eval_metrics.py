@@ -114,7 +114,7 @@ def test_ks_test_of_identical_samples_gives_p_one() -> None:
     assert far["ks_statistic"] == 1.0 and far["forget_quality"] < 1e-6
 
 
-def test_truth_ratio_aggregation_per_split_kind() -> None:
+def test_truth_ratio_aggregation_per_view_kind() -> None:
     # Forgotten: min(R, 1/R), 1 when truth and wrong answers are equally likely.
     assert truth_ratio_score([1.0, 1.0], forgotten=True) == pytest.approx(1.0)
     assert truth_ratio_score([0.5, 2.0], forgotten=True) == pytest.approx(0.5)
@@ -122,14 +122,14 @@ def test_truth_ratio_aggregation_per_split_kind() -> None:
     assert truth_ratio_score([0.25, 2.0], forgotten=False) == pytest.approx((0.75 + 0.0) / 2)
 
 
-def test_model_utility_is_the_harmonic_mean_over_kept_splits() -> None:
+def test_model_utility_is_the_harmonic_mean_over_kept_views() -> None:
     means = {
         "hard_retain": {"answer_prob": 0.5, "rougeL_recall": 1.0, "truth_ratio": 0.5},
         "general_retain": {"answer_prob": 0.25, "rougeL_recall": 1.0, "truth_ratio": 1.0},
     }
     expected = 6 / (2 + 1 + 2 + 4 + 1 + 1)
     assert model_utility(means, ["hard_retain", "general_retain"]) == pytest.approx(expected)
-    assert model_utility(means, ["hard_retain", "retain"]) is None  # a split was not evaluated
+    assert model_utility(means, ["hard_retain", "retain"]) is None  # a view was not evaluated
 
 
 # -- WPU criteria ------------------------------------------------------------------------------
@@ -143,8 +143,8 @@ def test_harmonic_mean() -> None:
     assert harmonic_mean([]) is None
 
 
-def row(split: str, **values: Any) -> dict[str, Any]:
-    return {"view": split, **values}
+def row(view: str, **values: Any) -> dict[str, Any]:
+    return {"view": view, **values}
 
 
 ROWS = [

@@ -88,7 +88,7 @@ def test_a_job_with_the_full_suite_reports_every_family(
         assert all({"judge_privacy", "judge_quality", "judge_reject"} <= set(r) for r in forget)
 
 
-#: A small suite on few splits: the jobs below test plumbing, not the families.
+#: A small suite on few views: the jobs below test plumbing, not the families.
 SMALL = (
     "eval.views=[forget,hard_retain,general_retain]",
     "eval.metrics=[rougeL_recall,leak_rate]",
@@ -134,9 +134,7 @@ def test_a_failing_judge_loses_no_results(
     assert tuple(target) == CRITERIA
     assert target["unlearning_efficacy"] is None  # its privacy was judged for 3 of 10 rows only
     assert target["model_utility"] is not None  # needs no judge
-    forget = [
-        r for r in results["generations"] if r["model"] == "target" and r["view"] == "forget"
-    ]
+    forget = [r for r in results["generations"] if r["model"] == "target" and r["view"] == "forget"]
     assert [r.get("judge_privacy") for r in forget][:4] == [1.0, 1.0, 1.0, None]
 
 

@@ -31,7 +31,7 @@ NO_SUITE = "eval.suite=[]"
 VIEWS = {"forget", "forget_paraphrased", "hard_retain", "general_retain"}
 METRICS = {"rougeL_recall", "answer_prob", "leak_rate", "truth_ratio"}
 PHASES = ["load_model", "load_data", "prepare_target", "eval_target", "unlearn", "eval_unlearned"]
-ROW_KEYS = {"model", "split", "id", "question", "answer", "generation"}
+ROW_KEYS = {"model", "view", "id", "question", "answer", "generation"}
 
 
 def read_results(job_dir: Path) -> dict[str, Any]:
@@ -52,8 +52,8 @@ def test_results_file_meets_the_contract(
     for model in ("target", "unlearned"):
         per_view = results["metrics"][model]
         assert set(per_view) == VIEWS
-        for split, values in per_view.items():
-            assert set(values) == METRICS, (model, split)
+        for view, values in per_view.items():
+            assert set(values) == METRICS, (model, view)
             assert all(isinstance(v, float) and math.isfinite(v) for v in values.values())
     assert list(results["timings_s"])[: len(PHASES)] == PHASES
     assert all(phase.startswith("suite/") for phase in list(results["timings_s"])[len(PHASES) :])
@@ -67,11 +67,11 @@ def test_results_file_meets_the_contract(
         for model in ("target", "unlearned")
     }
     assert asked["target"] == asked["unlearned"], "both models are asked the same questions"
-    assert {split for split, _, _ in asked["target"]} >= VIEWS  # and the suite's attacks
+    assert {view for view, _, _ in asked["target"]} >= VIEWS  # and the suite's attacks
     assert returned["metrics"] == results["metrics"]
 
 
-def test_forget_facts_split_adds_the_kept_facts(
+def test_forget_facts_set_adds_the_kept_facts(
     make_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
     results = run_job(make_cfg(*QUICK, NO_SUITE, "data.forget_set=forget_facts"), tmp_path / "job")

@@ -167,7 +167,10 @@ def setup(make_cfg: Callable[..., DictConfig], tmp_path: Path, monkeypatch: pyte
 
     def make(*overrides: str) -> tuple:
         cfg = make_cfg(
-            "method=unstar", "data.forget_set=forget_1", "method.leak.use_embedding=false", *overrides
+            "method=unstar",
+            "data.forget_set=forget_1",
+            "method.leak.use_embedding=false",
+            *overrides,
         )
         model, tokenizer = load_model(cfg.model, cache_dir(), "cpu")
         ctx = JobContext(

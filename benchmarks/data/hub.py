@@ -22,7 +22,7 @@ WPU_FORGET_SETS = (
     "forget_100",
 )
 TOFU_ID = "locuslab/TOFU"
-#: Each TOFU forget set and the retain split holding every other author.
+#: Each TOFU forget set and the retain config holding every other author.
 TOFU_FORGET_SETS = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
 HUB_IDS = {"wpu": WPU_ID, "tofu": TOFU_ID}
 
@@ -70,16 +70,16 @@ def _text(row: dict[str, Any], column: str, where: str) -> str:
 
 
 def _records(
-    rows: Iterable[dict[str, Any]], dataset: str, config: str, split: str
+    rows: Iterable[dict[str, Any]], dataset: str, config: str, role: str
 ) -> list[QARecord]:
     """Canonical records; WPU names the person in ``title``, TOFU has no subject column."""
     return [
         QARecord(
-            id=f"{dataset}-{split}-{index}",
+            id=f"{dataset}-{role}-{index}",
             subject=str(row.get("title") or "").strip(),
             question=_text(row, "question", f"{dataset} {config}, row {index}"),
             answer=_text(row, "answer", f"{dataset} {config}, row {index}"),
-            role=split,
+            role=role,
             paraphrases=_strings(row.get("paraphrased_question")),
             perturbed_answers=_strings(row.get("perturbed_answer")),
         )
@@ -87,16 +87,17 @@ def _records(
     ]
 
 
-def _part(cfg: Any, dataset: str, config: str, split: str) -> list[QARecord]:
-    """One config of the dataset as records of one split."""
+def _part(cfg: Any, dataset: str, config: str, role: str) -> list[QARecord]:
+    """One config of the dataset as records of one role."""
     hub_id = HUB_IDS[dataset]
-    return _records(_load_rows(cfg.get("repo") or hub_id, config, hub_id), dataset, config, split)
+    return _records(_load_rows(cfg.get("repo") or hub_id, config, hub_id), dataset, config, role)
 
 
-def _check_forget_set(split: str, choices: Collection[str], dataset: str) -> None:
-    if split not in choices:
+def _check_forget_set(forget_set: str, choices: Collection[str], dataset: str) -> None:
+    if forget_set not in choices:
         raise DataError(
-            f"{dataset} has no forget set {split!r}; choose data.forget_set from {list(choices)}"
+            f"{dataset} has no forget set {forget_set!r}; "
+            f"choose data.forget_set from {list(choices)}"
         )
 
 

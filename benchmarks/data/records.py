@@ -29,20 +29,20 @@ class QARecord:
     subject: str
     question: str
     answer: str
-    split: str
+    role: str
     paraphrases: tuple[str, ...] = ()
     perturbed_answers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.role not in RECORD_ROLES:
             raise DataError(
-                f"record {self.id!r}: unknown split {self.role!r}; use one of {RECORD_ROLES}"
+                f"record {self.id!r}: unknown role {self.role!r}; use one of {RECORD_ROLES}"
             )
 
 
 @dataclass(frozen=True)
 class UnlearningData:
-    """Every record of one unlearning task, with views by split."""
+    """Every record of one unlearning task; ``with_role`` picks the records of one role."""
 
     name: str
     records: tuple[QARecord, ...]

@@ -39,9 +39,9 @@ def harmonic_mean(values: Iterable[float | None]) -> float | None:
     return len(values) / sum(1 / v for v in values)
 
 
-def view_mean(rows: Rows, split: str, key: str) -> float | None:
-    """Mean of ``key`` over a split's rows; None unless every row of the split has it."""
-    chosen = [row for row in rows if row["view"] == split]
+def view_mean(rows: Rows, view: str, key: str) -> float | None:
+    """Mean of ``key`` over a view's rows; None unless every row of the view has it."""
+    chosen = [row for row in rows if row["view"] == view]
     if not chosen or any(row.get(key) is None for row in chosen):
         return None
     return float(np.mean([float(row[key]) for row in chosen]))
@@ -55,9 +55,9 @@ def submetrics(rows: Rows, attacks: Iterable[str]) -> dict[str, dict[str, float 
     """Each criterion's named sub-metrics from one model's judged rows (attack rows included)."""
     robustness: dict[str, float | None] = {}
     for name in attacks:
-        split = f"attack/{name}"
-        robustness[f"{name}_privacy"] = view_mean(rows, split, "judge_privacy")
-        robustness[f"{name}_1_minus_rougeL"] = _complement(view_mean(rows, split, "rougeL_recall"))
+        view = f"attack/{name}"
+        robustness[f"{name}_privacy"] = view_mean(rows, view, "judge_privacy")
+        robustness[f"{name}_1_minus_rougeL"] = _complement(view_mean(rows, view, "rougeL_recall"))
     return {
         "unlearning_efficacy": {
             "forget_1_minus_rougeL": _complement(view_mean(rows, "forget", "rougeL_recall")),

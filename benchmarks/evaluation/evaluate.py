@@ -1,4 +1,4 @@
-"""Evaluate one model on every split with one generation pass and one scoring pass.
+"""Evaluate one model on every view with one generation pass and one scoring pass.
 
 Every method is evaluated by this code, the target model too, so the before/after numbers of a
 run and the numbers of different methods are comparable.
@@ -31,20 +31,20 @@ METRICS = ("rougeL_recall", "answer_prob", "leak_rate", "truth_ratio")
 
 @dataclass(frozen=True)
 class EvalItem:
-    """A question as asked in one split (a paraphrase is its own item)."""
+    """A question as asked in one view (a paraphrase is its own item)."""
 
-    split: str
+    view: str
     record: QARecord
     question: str
 
 
 def eval_items(data: UnlearningData, views: tuple[str, ...] = EVAL_VIEWS) -> list[EvalItem]:
     items = []
-    for split in views:
-        if split == "forget_paraphrased":
-            items += [EvalItem(split, r, p) for r in data.forget for p in r.paraphrases]
+    for view in views:
+        if view == "forget_paraphrased":
+            items += [EvalItem(view, r, p) for r in data.forget for p in r.paraphrases]
         else:
-            items += [EvalItem(split, r, r.question) for r in data.with_role(split)]
+            items += [EvalItem(view, r, r.question) for r in data.with_role(view)]
     return items
 
 
@@ -129,6 +129,6 @@ def _means(rows: list[dict[str, Any]], wanted: set[str]) -> dict[str, dict[str, 
             if metric in wanted and metric in row:
                 by_view[row["view"]][metric].append(row[metric])
     return {
-        split: {metric: float(np.mean(values)) for metric, values in per_metric.items()}
-        for split, per_metric in by_view.items()
+        view: {metric: float(np.mean(values)) for metric, values in per_metric.items()}
+        for view, per_metric in by_view.items()
     }

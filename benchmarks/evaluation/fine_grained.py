@@ -1,5 +1,5 @@
-"""Fine-grained targeted unlearning (``data.forget_set=forget_facts``): forget some facts of a person,
-keep the others. Retention counts, among the kept facts the target model stated, those the
+"""Fine-grained targeted unlearning (``data.forget_set=forget_facts``): forget some facts of a
+person, keep the others. Retention counts, among the kept facts the target model stated, those the
 evaluated model still states; forgetting a whole person would score well on the forget set and
 fail here."""
 

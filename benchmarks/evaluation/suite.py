@@ -45,13 +45,15 @@ from benchmarks.registry import Registry
 
 log = logging.getLogger(__name__)
 
+#: What the suite times its phases with: called with a phase name, it returns the context to
+#: run the phase in (``benchmarks.job.Timer`` is one).
 PhaseTimer = Callable[[str], AbstractContextManager[None]]
 
 #: Families run in this order whatever order ``eval.suite`` lists them in: criteria read the
 #: attack rows.
 ORDER = ("attacks", "privacy", "tofu", "fine_grained", "criteria")
 
-#: The splits and per-question metrics each family reads from ``evaluate_model``'s rows.
+#: The views and per-question metrics each family reads from ``evaluate_model``'s rows.
 NEEDS: dict[str, tuple[set[str], set[str]]] = {
     "criteria": ({"forget", "hard_retain", "general_retain"}, {"rougeL_recall", "leak_rate"}),
     "tofu": ({"forget"}, {"answer_prob", "rougeL_recall", "truth_ratio"}),
@@ -71,7 +73,7 @@ class ModelRun:
 
 
 def check_suite(eval_cfg: Any) -> None:
-    """Fail before any model work if ``eval`` selects a family its splits or metrics cannot feed."""
+    """Fail before any model work if ``eval`` selects a family its views or metrics cannot feed."""
     unknown = set(eval_cfg.suite) - set(ORDER)
     if unknown:
         raise ValueError(f"eval.suite has unknown {sorted(unknown)}; choose from {list(ORDER)}")
@@ -285,7 +287,7 @@ def privacy_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
     """MIA AUCs forget vs holdout, and privleak against the retain-only reference."""
     if not suite.data.with_role("holdout"):
         return {
-            "privacy": {"skipped": "the data has no holdout split (questions never trained on)"}
+            "privacy": {"skipped": "the data has no holdout records (questions never trained on)"}
         }
     aucs = suite.mia(suite.model(run), run.prompter)
     result: dict[str, Any] = {"auc": aucs}
@@ -304,8 +306,8 @@ def tofu_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
             ratios[row["view"]].append(row["truth_ratio_R"])
     result: dict[str, Any] = {
         "truth_ratio": {
-            split: truth_ratio_score(values, forgotten=split in FORGOTTEN_VIEWS)
-            for split, values in ratios.items()
+            view: truth_ratio_score(values, forgotten=view in FORGOTTEN_VIEWS)
+            for view, values in ratios.items()
         },
         "model_utility": model_utility(run.metrics, suite.eval.tofu.utility_views),
         "forget_quality": None,
@@ -318,7 +320,8 @@ def tofu_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
 
 @FAMILIES.register("fine_grained")
 def fine_grained_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
-    """Retention of the forgotten persons' other facts (only ``data.forget_set=forget_facts`` has them)."""
+    """Retention of the forgotten persons' other facts (only ``data.forget_set=forget_facts``
+    has them)."""
     result = fine_grained(run.rows, suite.runs["target"].rows)
     return {"fine_grained": result or {"skipped": "no kept facts of forgotten persons in the data"}}
 

@@ -1,4 +1,4 @@
-"""TOFU's aggregate metrics from per-question truth ratios and split means.
+"""TOFU's aggregate metrics from per-question truth ratios and view means.
 
 The truth ratio R of a question is computed once, in the scoring pass of
 :func:`benchmarks.evaluation.evaluate.evaluate_model` (``truth_ratio_R`` in each row); here it is
@@ -15,7 +15,7 @@ from scipy.stats import ks_2samp
 
 from benchmarks.evaluation.criteria import harmonic_mean
 
-#: Splits whose questions should be forgotten: TOFU's ``closer_to_1_better`` aggregation.
+#: Views whose questions should be forgotten: TOFU's ``closer_to_1_better`` aggregation.
 FORGOTTEN_VIEWS = ("forget", "forget_paraphrased")
 UTILITY_METRICS = ("answer_prob", "rougeL_recall", "truth_ratio")
 
