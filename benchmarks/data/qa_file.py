@@ -3,8 +3,9 @@
 Optional columns: ``id``, ``subject``, ``role`` (the record's role: forget, retain, hard_retain,
 general_retain, forget_facts_retained or holdout; default ``data.default_role``; ``split`` is
 accepted as its old name), ``paraphrases`` and ``perturbed_answers`` (lists, or JSON-encoded
-lists in a CSV; TOFU's ``perturbed_answer`` is accepted too). A file with an ``is_correct`` column lists one answer per
-row: the correct row is the answer, the other rows of the same question its perturbed answers.
+lists in a CSV; TOFU's ``perturbed_answer`` is accepted too). A file with an ``is_correct``
+column lists one answer per row: the correct row is the answer, the other rows of the same
+question its perturbed answers.
 A question asked twice (ignoring case and spacing) is dropped if the answer is the same too, and
 is an error otherwise. The file is read as ``data.encoding`` (default UTF-8).
 """
