@@ -60,11 +60,11 @@ def job_criteria(flat: Mapping[str, Any]) -> dict[str, float]:
     if any(_is_number(v) for v in reported.values()):
         return {name: _number(v) for name, v in reported.items()}
 
-    def metric(split: str, name: str) -> float:
-        return _number(flat.get(f"unlearned/{split}/{name}"))
+    def metric(view: str, name: str) -> float:
+        return _number(flat.get(f"unlearned/{view}/{name}"))
 
-    def forgotten(split: str) -> float:
-        return _hmean([1 - metric(split, "rougeL_recall"), 1 - metric(split, "leak_rate")])
+    def forgotten(view: str) -> float:
+        return _hmean([1 - metric(view, "rougeL_recall"), 1 - metric(view, "leak_rate")])
 
     return {
         "unlearning_efficacy": forgotten("forget"),

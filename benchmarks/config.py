@@ -145,14 +145,14 @@ class PrivacyConfig:
 
 @dataclass
 class TofuConfig:
-    utility_splits: list[str] = knob(help="model utility's kept splits", default_factory=list)
+    utility_views: list[str] = knob(help="model utility's kept views", default_factory=list)
 
 
 @dataclass
 class EvalConfig:
     """One generation and one scoring pass per model, then the suite (benchmarks/evaluation/)."""
 
-    splits: list[str] = knob(help="what is evaluated", default_factory=list)
+    views: list[str] = knob(help="what is evaluated", default_factory=list)
     metrics: list[str] = knob(help="per-question metrics", default_factory=list)
     max_new_tokens: int = knob(32, "greedy answer length", ge=1)
     batch_size: int = knob(16, "prompts per generation and scoring batch", ge=1)

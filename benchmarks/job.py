@@ -341,7 +341,7 @@ def _run(
     return {
         "data": {
             "name": data.name,
-            "counts": {s: len(data.split(s)) for s in sorted({r.split for r in data.records})},
+            "counts": {s: len(data.with_role(s)) for s in sorted({r.role for r in data.records})},
         },
         "target": target_info,
         "metrics": {"target": target_metrics, "unlearned": metrics},

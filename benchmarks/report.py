@@ -1,4 +1,4 @@
-"""The short report a job prints: split × metric and the WPU criteria, target → unlearned."""
+"""The short report a job prints: view × metric and the WPU criteria, target → unlearned."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def _table(
 
 
 def summary_table(results: dict[str, Any]) -> str:
-    return _table(results["metrics"]["target"], results["metrics"]["unlearned"], "split")
+    return _table(results["metrics"]["target"], results["metrics"]["unlearned"], "view")
 
 
 def criteria_table(results: dict[str, Any]) -> str:

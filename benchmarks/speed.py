@@ -4,7 +4,7 @@
 
 Runs one job (``conf/config.yaml`` plus the overrides, W&B off, never skipped as a repeat) and
 prints its per-phase times from ``results["timings_s"]``. Evaluation is mostly greedy generation,
-so it then generates the evaluation prompts (forget and retain splits) with the base model twice,
+so it then generates the evaluation prompts (the forget and retain views) with the base model twice,
 in batches of ``eval.batch_size`` and one at a time, and prints both times, the speed-up and how
 many answers batching changed (left padding may shift a greedy answer; a change would make
 batched evaluation a source of noise, not just a faster path).
@@ -41,7 +41,7 @@ def compose_config(overrides: Sequence[str]) -> DictConfig:
 def time_generation(cfg: DictConfig, batch_size: int) -> tuple[float, list[str]]:
     """Seconds to answer every evaluation prompt greedily with the base model, and the answers."""
     model, tokenizer = load_model(cfg.model, cache_dir(cfg.get("cache_dir")), cfg.device)
-    items = eval_items(load_data(cfg.data), tuple(cfg.eval.splits))
+    items = eval_items(load_data(cfg.data), tuple(cfg.eval.views))
     prompts = [Prompter()(tokenizer, item.question) for item in items]
     start = time.perf_counter()
     answers = generate(

@@ -84,7 +84,7 @@ def known_only(
     prompter: Prompter,
 ) -> UnlearningData:
     """Keep the records the model answers correctly (per the leak test); retain and holdout stay."""
-    asked = [r for r in data.records if r.split not in ("retain", "holdout")]
+    asked = [r for r in data.records if r.role not in ("retain", "holdout")]
     answers = generate(
         model,
         tokenizer,
@@ -97,8 +97,8 @@ def known_only(
         [r.answer for r in asked], [a[0] for a in answers]
     )
     kept = {r.id for r, ok in zip(asked, known, strict=True) if ok}
-    records = [r for r in data.records if r.split in ("retain", "holdout") or r.id in kept]
-    if not any(r.split == "forget" for r in records):
+    records = [r for r in data.records if r.role in ("retain", "holdout") or r.id in kept]
+    if not any(r.role == "forget" for r in records):
         raise DataError(
             "data.only_known=true left no forget question: the base model knows none of them. "
             "Use target=finetune so the model learns the facts first."
@@ -141,7 +141,7 @@ def prepare_target(
 
 def taught(data: UnlearningData) -> list[QARecord]:
     """What the target learns: every record but the holdout (MIA's never-seen questions)."""
-    return [r for r in data.records if r.split != "holdout"]
+    return [r for r in data.records if r.role != "holdout"]
 
 
 def load_target(cfg: Any, target_info: dict[str, Any], cache: Path) -> PreTrainedModel:
@@ -218,13 +218,13 @@ def reference_results(
         result: dict[str, Any] = {}
         if "tofu" in families:
             scoring = OmegaConf.merge(
-                cfg.eval, {"splits": ["forget"], "metrics": ["answer_prob", "truth_ratio"]}
+                cfg.eval, {"views": ["forget"], "metrics": ["answer_prob", "truth_ratio"]}
             )
             _, rows = evaluate_model(model, tokenizer, data, scoring, prompter, "reference")
             result["forget_truth_ratios"] = [
                 r["truth_ratio_R"] for r in rows if "truth_ratio_R" in r
             ]
-        if "privacy" in families and data.split("holdout"):
+        if "privacy" in families and data.with_role("holdout"):
             result["auc"] = forget_vs_holdout_aucs(
                 model, tokenizer, data, prompter, k=cfg.eval.privacy.k,
                 batch_size=cfg.eval.batch_size,
@@ -251,7 +251,7 @@ def retain_reference(
     return finetuned(
         base,
         tokenizer,
-        [r for r in taught(data) if r.split != "forget"],
+        [r for r in taught(data) if r.role != "forget"],
         cfg.target,
         cache=cache,
         model_key=model_key(cfg),

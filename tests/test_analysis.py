@@ -48,7 +48,7 @@ def write_job(
         {
             "seed": overrides["seed"],
             "method": {"name": overrides["method"], "lr": 1e-5},
-            "data": {"name": "wpu_mini", "split": "forget_2"},
+            "data": {"name": "wpu_mini", "forget_set": "forget_2"},
             "tracking": {"wandb": {"enabled": False, "project": "unstar-bench"}},
         }
     )

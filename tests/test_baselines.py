@@ -324,7 +324,7 @@ def test_every_baseline_runs_a_job_and_builds_the_reference_only_if_needed(
     cfg = make_cfg(
         f"method={name}",
         "method.max_steps=1",
-        "data.split=forget_1",
+        "data.forget_set=forget_1",
         "eval=quick",
         "eval.max_new_tokens=4",
         *overrides,

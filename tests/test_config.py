@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from benchmarks.config import ConfigError, knob, refuse_secret_overrides, validate
 from benchmarks.data import DATASETS
-from benchmarks.evaluation.evaluate import EVAL_SPLITS, METRICS
+from benchmarks.evaluation.evaluate import EVAL_VIEWS, METRICS
 from benchmarks.job import run_job
 from benchmarks.methods import METHODS
 from benchmarks.models import ModelError
@@ -31,7 +31,7 @@ EXPECTED = {
     "data": {"name", "only_known"},
     "target": {"kind"},
     "method": {"name"},
-    "eval": {"splits", "metrics", "max_new_tokens", "batch_size", "leak"},
+    "eval": {"views", "metrics", "max_new_tokens", "batch_size", "leak"},
     "tracking": {"wandb"},
     "hydra/launcher": {"_target_"},
 }
@@ -82,7 +82,7 @@ def test_every_option_composes(group: str, option: str) -> None:
     validate(cfg)
     assert cfg.method.name in METHODS, f"method.name={cfg.method.name!r} is not registered"
     assert cfg.data.name in DATASETS, f"data.name={cfg.data.name!r} is not registered"
-    assert set(cfg.eval.splits) <= set(EVAL_SPLITS)
+    assert set(cfg.eval.views) <= set(EVAL_VIEWS)
     assert set(cfg.eval.metrics) <= set(METRICS)
     assert cfg.target.kind in {"base", "finetune"}
     assert cfg.tracking.wandb.mode in {"offline", "online", "disabled"}

@@ -1,4 +1,4 @@
-"""The embedded wpu_mini splits and the qa_file reader, on shipped, real and broken files."""
+"""The embedded wpu_mini forget sets and the qa_file reader, on shipped, real and broken files."""
 
 from __future__ import annotations
 
@@ -24,26 +24,26 @@ def _mini(make_cfg: Callable[..., DictConfig], *overrides: str) -> UnlearningDat
 
 
 @pytest.mark.parametrize(
-    ("split", "n_persons"), [("forget_1", 1), ("forget_2", 2), ("forget_5", 5)]
+    ("forget_set", "n_persons"), [("forget_1", 1), ("forget_2", 2), ("forget_5", 5)]
 )
 def test_wpu_mini_forgets_every_fact_of_the_first_persons(
-    make_cfg: Callable[..., DictConfig], split: str, n_persons: int
+    make_cfg: Callable[..., DictConfig], forget_set: str, n_persons: int
 ) -> None:
-    data = _mini(make_cfg, f"data.split={split}")
+    data = _mini(make_cfg, f"data.forget_set={forget_set}")
 
     forgotten = PERSONS[:n_persons]
     assert data.subjects_to_forget == tuple(forgotten)
     assert sorted({r.subject for r in data.forget}) == sorted(forgotten)
     assert len(data.forget) == 5 * n_persons
-    assert len(data.split("hard_retain")) >= 2 * n_persons
+    assert len(data.with_role("hard_retain")) >= 2 * n_persons
     assert all(len(r.perturbed_answers) == 3 and r.paraphrases for r in data.forget)
 
 
-@pytest.mark.parametrize("split", ["forget_1", "forget_2", "forget_5", "forget_facts"])
+@pytest.mark.parametrize("forget_set", ["forget_1", "forget_2", "forget_5", "forget_facts"])
 def test_wpu_mini_retain_is_never_about_a_forgotten_person(
-    make_cfg: Callable[..., DictConfig], split: str
+    make_cfg: Callable[..., DictConfig], forget_set: str
 ) -> None:
-    data = _mini(make_cfg, f"data.split={split}", "data.n_retain=40")
+    data = _mini(make_cfg, f"data.forget_set={forget_set}", "data.n_retain=40")
 
     assert len(data.retain) == 40
     assert not {r.subject for r in data.retain} & set(data.subjects_to_forget)
@@ -61,26 +61,26 @@ def test_wpu_mini_general_retain_follows_n_general_retain(
 ) -> None:
     data = _mini(make_cfg, f"data.n_general_retain={n}")
 
-    assert len(data.split("general_retain")) == n
+    assert len(data.with_role("general_retain")) == n
 
 
 def test_wpu_mini_forget_facts_keeps_the_other_facts_of_the_same_persons(
     make_cfg: Callable[..., DictConfig],
 ) -> None:
     data = _mini(
-        make_cfg, "data.split=forget_facts", "data.facts_persons=2", "data.facts_per_person=2"
+        make_cfg, "data.forget_set=forget_facts", "data.facts_persons=2", "data.facts_per_person=2"
     )
 
-    kept = data.split("forget_facts_retained")
+    kept = data.with_role("forget_facts_retained")
     assert len(data.forget) == 4 and len(kept) == 6
     assert {r.subject for r in data.forget} == {r.subject for r in kept} == set(PERSONS[:2])
     assert not {r.id for r in data.forget} & {r.id for r in kept}
     assert not {r.question for r in data.forget} & {r.question for r in kept}
 
 
-def test_wpu_mini_unknown_split(make_cfg: Callable[..., DictConfig]) -> None:
-    with pytest.raises(DataError, match=r"no split 'forget_3'.*forget_facts"):
-        _mini(make_cfg, "data.split=forget_3")
+def test_wpu_mini_unknown_forget_set(make_cfg: Callable[..., DictConfig]) -> None:
+    with pytest.raises(DataError, match=r"no forget set 'forget_3'.*forget_facts"):
+        _mini(make_cfg, "data.forget_set=forget_3")
 
 
 def _qa_file(make_cfg: Callable[..., DictConfig], path: Path, *overrides: str) -> UnlearningData:
@@ -96,7 +96,7 @@ def test_qa_file_reads_wpu_answers_with_wrong_answers(make_cfg: Callable[..., Di
     data = _qa_file(make_cfg, WPU_CSV)
 
     assert len(data.records) == 400
-    assert all(r.split == "forget" and r.perturbed_answers for r in data.records)
+    assert all(r.role == "forget" and r.perturbed_answers for r in data.records)
     wrong_rows = [r for r in rows if r["is_correct"] == "False"]
     assert sum(len(r.perturbed_answers) for r in data.records) == len(wrong_rows)
     varchi = next(r for r in data.records if r.question == "What nationality was Benedetto Varchi?")
@@ -245,12 +245,12 @@ def test_qa_file_drops_a_repeated_question_and_answer_with_a_warning(
             r"conflict_flag\.csv, line 4 and line 2: the same question 'Q1\?' with different answers",
         ),
         (
-            "split.csv",
-            "question,answer,split\nQ1?,A1,forget\nQ1?,A1,retain\n",
-            r"split\.csv, line 3 and line 2: the same question 'Q1\?' with different splits",
+            "role.csv",
+            "question,answer,role\nQ1?,A1,forget\nQ1?,A1,retain\n",
+            r"role\.csv, line 3 and line 2: the same question 'Q1\?' with different roles",
         ),
     ],
-    ids=["csv", "jsonl", "json", "is_correct", "split"],
+    ids=["csv", "jsonl", "json", "is_correct", "role"],
 )
 def test_qa_file_same_question_with_another_answer_is_an_error(
     make_cfg: Callable[..., DictConfig], tmp_path: Path, name: str, text: str, message: str
@@ -259,6 +259,17 @@ def test_qa_file_same_question_with_another_answer_is_an_error(
     path.write_text(text, "utf-8")
     with pytest.raises(DataError, match=message):
         _qa_file(make_cfg, path)
+
+
+@pytest.mark.parametrize("column", ["role", "split"])  # names: keep (the old column name)
+def test_qa_file_reads_the_role_column_or_its_old_name(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path, column: str
+) -> None:
+    path = tmp_path / "roles.csv"
+    path.write_text(f"question,answer,{column}\nQ1?,A1,forget\nQ2?,A2,retain\nQ3?,A3,\n", "utf-8")
+    data = _qa_file(make_cfg, path, "data.default_role=holdout")
+
+    assert [r.role for r in data.records] == ["forget", "retain", "holdout"]
 
 
 def test_qa_file_limit_also_limits_the_subjects(
@@ -293,9 +304,14 @@ def test_qa_file_reads_a_csv_with_byte_order_mark(
             r"dup\.jsonl, line 2: duplicate id 'x'",
         ),
         (
-            "split.jsonl",
-            '{"question": "Q?", "answer": "A", "split": "test"}\n',
-            r"split\.jsonl, line 1: unknown split 'test'",
+            "role.jsonl",
+            '{"question": "Q?", "answer": "A", "role": "test"}\n',
+            r"role\.jsonl, line 1: unknown role 'test'",
+        ),
+        (
+            "both.csv",
+            "question,answer,role,split\nQ?,A,forget,retain\n",
+            r"both\.csv, line 2: column role is 'forget' but its old name split says 'retain'",
         ),
         (
             "broken.jsonl",

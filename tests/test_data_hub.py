@@ -59,7 +59,7 @@ TOFU_CONFIGS: dict[str, list[dict[str, Any]]] = {
     "forget01_perturbed": TOFU_FORGET,
     "retain99": [{"question": f"Retained question {i}?", "answer": f"R{i}"} for i in range(7)],
 }
-#: TOFU's evaluation-only configs, the same for every forget split; shipped or real rows.
+#: TOFU's evaluation-only configs, the same for every forget set; shipped or real rows.
 TOFU_SHARED = ("world_facts_perturbed", "real_authors_perturbed")
 
 
@@ -76,7 +76,7 @@ def _write_wpu(root: Path) -> None:
 
 def _write_tofu(root: Path, shared: dict[str, Path]) -> None:
     """One JSON-lines ``CONFIG.json`` per config at the top, as the TOFU hub repository stores them;
-    ``shared`` gives the file of each config TOFU shares between forget splits."""
+    ``shared`` gives the file of each config TOFU shares between forget sets."""
     root.mkdir(parents=True)
     for config, rows in TOFU_CONFIGS.items():
         (root / f"{config}.json").write_text("".join(json.dumps(r) + "\n" for r in rows), "utf-8")
@@ -108,7 +108,7 @@ def test_configs_default_to_the_hub_ids(make_cfg: Callable[..., DictConfig]) -> 
     assert make_cfg("data=tofu").data.repo == TOFU_ID
 
 
-def test_wpu_maps_each_config_to_its_split(
+def test_wpu_maps_each_config_to_its_role(
     make_cfg: Callable[..., DictConfig], repos: dict[str, Path]
 ) -> None:
     data = load_data(make_cfg("data=wpu", f"data.repo={repos['wpu']}").data)
@@ -122,8 +122,8 @@ def test_wpu_maps_each_config_to_its_split(
         ("Ilse Varga", "Harbours"),
     ]
     assert all(r.paraphrases == () and r.perturbed_answers == () for r in data.records)
-    assert [r.subject for r in data.split("hard_retain")] == ["Brelin", "Harbours"]
-    general = data.split("general_retain")
+    assert [r.subject for r in data.with_role("hard_retain")] == ["Brelin", "Harbours"]
+    general = data.with_role("general_retain")
     assert [r.question for r in general] == [f"General question {i}?" for i in range(4)]
 
 
@@ -138,7 +138,7 @@ def test_wpu_retain_skips_forgotten_persons_and_follows_n_retain(
     assert len(load_data(cfg.data).retain) == 2
 
 
-def test_tofu_maps_each_config_to_its_split(
+def test_tofu_maps_each_config_to_its_role(
     make_cfg: Callable[..., DictConfig], repos: dict[str, Path]
 ) -> None:
     data = load_data(make_cfg("data=tofu", f"data.repo={repos['tofu']}").data)
@@ -152,10 +152,10 @@ def test_tofu_maps_each_config_to_its_split(
     assert first.perturbed_answers == ("Romance", "Science fiction", "Poetry")
     assert len(data.forget) == 2
     assert [r.answer for r in data.retain] == ["R0", "R1", "R2", "R3"]
-    general = data.split("general_retain")
+    general = data.with_role("general_retain")
     assert [r.answer for r in general][:1] == ["Paris"]
     assert len(general) == 4 and all(len(r.perturbed_answers) == 3 for r in general)
-    hard = data.split("hard_retain")
+    hard = data.with_role("hard_retain")
     assert len(hard) == 4 and all(r.perturbed_answers for r in hard)
 
 
@@ -168,7 +168,7 @@ def test_missing_directory_is_a_clear_error(
 
 
 @pytest.mark.parametrize(
-    ("data", "split", "config", "hub_id"),
+    ("data", "forget_set", "config", "hub_id"),
     [
         ("wpu", "forget_2_2", "forget_2_2", WPU_ID),
         ("tofu", "forget05", "forget05_perturbed", TOFU_ID),
@@ -178,11 +178,11 @@ def test_config_absent_from_the_copy_says_how_to_get_it(
     make_cfg: Callable[..., DictConfig],
     repos: dict[str, Path],
     data: str,
-    split: str,
+    forget_set: str,
     config: str,
     hub_id: str,
 ) -> None:
-    cfg = make_cfg(f"data={data}", f"data.repo={repos[data]}", f"data.split={split}")
+    cfg = make_cfg(f"data={data}", f"data.repo={repos[data]}", f"data.forget_set={forget_set}")
     with pytest.raises(DataError) as caught:
         load_data(cfg.data)
 
@@ -192,12 +192,12 @@ def test_config_absent_from_the_copy_says_how_to_get_it(
     assert "data.repo=DIR" in message and "data=wpu_mini" in message
 
 
-@pytest.mark.parametrize(("data", "split"), [("wpu", "forget_3_1"), ("tofu", "forget50")])
-def test_unknown_split_lists_the_choices(
-    make_cfg: Callable[..., DictConfig], data: str, split: str
+@pytest.mark.parametrize(("data", "forget_set"), [("wpu", "forget_3_1"), ("tofu", "forget50")])
+def test_unknown_forget_set_lists_the_choices(
+    make_cfg: Callable[..., DictConfig], data: str, forget_set: str
 ) -> None:
-    cfg = make_cfg(f"data={data}", "data.repo=/nonexistent", f"data.split={split}")
-    with pytest.raises(DataError, match=rf"no forget split '{split}'.*forget_?\d"):
+    cfg = make_cfg(f"data={data}", "data.repo=/nonexistent", f"data.forget_set={forget_set}")
+    with pytest.raises(DataError, match=rf"no forget set '{forget_set}'.*forget_?\d"):
         load_data(cfg.data)
 
 
@@ -222,6 +222,8 @@ def test_tofu_reads_the_real_world_facts_and_real_authors(
     cfg = make_cfg("data=tofu", f"data.repo={tmp_path / 'tofu'}", "data.n_general_retain=null")
     data = load_data(cfg.data)
 
-    assert len(data.split("general_retain")) == 117 and len(data.split("hard_retain")) == 100
-    assert data.split("general_retain")[0].answer == "Paris"
-    assert all(len(r.perturbed_answers) == 3 for r in data.split("general_retain"))
+    assert (
+        len(data.with_role("general_retain")) == 117 and len(data.with_role("hard_retain")) == 100
+    )
+    assert data.with_role("general_retain")[0].answer == "Paris"
+    assert all(len(r.perturbed_answers) == 3 for r in data.with_role("general_retain"))

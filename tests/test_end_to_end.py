@@ -13,14 +13,14 @@ def test_grad_ascent_on_the_embedded_model_lowers_forget_probability(make_cfg, t
     cfg = make_cfg(
         "method=grad_ascent",
         "target=base",
-        "data.split=forget_1",
+        "data.forget_set=forget_1",
         "data.n_retain=2",
         "data.n_general_retain=3",
         "tracking=none",
         "method.lr=5e-5",
         "method.epochs=2",
         "eval.max_new_tokens=16",
-        "eval.splits=[forget,general_retain]",
+        "eval.views=[forget,general_retain]",
         "eval.suite=[]",
         tiny=False,
     )

@@ -114,7 +114,7 @@ def test_ks_test_of_identical_samples_gives_p_one() -> None:
     assert far["ks_statistic"] == 1.0 and far["forget_quality"] < 1e-6
 
 
-def test_truth_ratio_aggregation_per_split_kind() -> None:
+def test_truth_ratio_aggregation_per_view_kind() -> None:
     # Forgotten: min(R, 1/R), 1 when truth and wrong answers are equally likely.
     assert truth_ratio_score([1.0, 1.0], forgotten=True) == pytest.approx(1.0)
     assert truth_ratio_score([0.5, 2.0], forgotten=True) == pytest.approx(0.5)
@@ -122,14 +122,14 @@ def test_truth_ratio_aggregation_per_split_kind() -> None:
     assert truth_ratio_score([0.25, 2.0], forgotten=False) == pytest.approx((0.75 + 0.0) / 2)
 
 
-def test_model_utility_is_the_harmonic_mean_over_kept_splits() -> None:
+def test_model_utility_is_the_harmonic_mean_over_kept_views() -> None:
     means = {
         "hard_retain": {"answer_prob": 0.5, "rougeL_recall": 1.0, "truth_ratio": 0.5},
         "general_retain": {"answer_prob": 0.25, "rougeL_recall": 1.0, "truth_ratio": 1.0},
     }
     expected = 6 / (2 + 1 + 2 + 4 + 1 + 1)
     assert model_utility(means, ["hard_retain", "general_retain"]) == pytest.approx(expected)
-    assert model_utility(means, ["hard_retain", "retain"]) is None  # a split was not evaluated
+    assert model_utility(means, ["hard_retain", "retain"]) is None  # a view was not evaluated
 
 
 # -- WPU criteria ------------------------------------------------------------------------------
@@ -143,8 +143,8 @@ def test_harmonic_mean() -> None:
     assert harmonic_mean([]) is None
 
 
-def row(split: str, **values: Any) -> dict[str, Any]:
-    return {"split": split, **values}
+def row(view: str, **values: Any) -> dict[str, Any]:
+    return {"view": view, **values}
 
 
 ROWS = [
@@ -208,15 +208,15 @@ def test_a_criterion_with_an_unjudged_row_is_missing_not_wrong() -> None:
 
 def test_fine_grained_retention_counts_kept_facts_the_target_knew() -> None:
     target = [
-        {"split": "forget_facts_retained", "id": "a", "leak_rate": 1.0},
-        {"split": "forget_facts_retained", "id": "b", "leak_rate": 1.0},
-        {"split": "forget_facts_retained", "id": "c", "leak_rate": 0.0},  # never known
+        {"view": "forget_facts_retained", "id": "a", "leak_rate": 1.0},
+        {"view": "forget_facts_retained", "id": "b", "leak_rate": 1.0},
+        {"view": "forget_facts_retained", "id": "c", "leak_rate": 0.0},  # never known
     ]
     unlearned = [
-        {"split": "forget", "id": "f", "leak_rate": 0.0, "rougeL_recall": 0.0},
-        {"split": "forget_facts_retained", "id": "a", "leak_rate": 1.0, "rougeL_recall": 1.0},
-        {"split": "forget_facts_retained", "id": "b", "leak_rate": 0.0, "rougeL_recall": 0.0},
-        {"split": "forget_facts_retained", "id": "c", "leak_rate": 0.0, "rougeL_recall": 0.0},
+        {"view": "forget", "id": "f", "leak_rate": 0.0, "rougeL_recall": 0.0},
+        {"view": "forget_facts_retained", "id": "a", "leak_rate": 1.0, "rougeL_recall": 1.0},
+        {"view": "forget_facts_retained", "id": "b", "leak_rate": 0.0, "rougeL_recall": 0.0},
+        {"view": "forget_facts_retained", "id": "c", "leak_rate": 0.0, "rougeL_recall": 0.0},
     ]
     result = fine_grained(unlearned, target)
     assert result is not None
@@ -224,4 +224,4 @@ def test_fine_grained_retention_counts_kept_facts_the_target_knew() -> None:
     assert result["forgotten"] == pytest.approx(1.0)
     assert result["score"] == pytest.approx(2 / 3)
     assert result["retained_leak_rate"] == pytest.approx(1 / 3)
-    assert fine_grained([r for r in unlearned if r["split"] == "forget"], target) is None
+    assert fine_grained([r for r in unlearned if r["view"] == "forget"], target) is None

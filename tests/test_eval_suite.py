@@ -45,7 +45,7 @@ QUICK = (
 )
 FULL = (
     "eval=full",
-    "data.split=forget_facts",
+    "data.forget_set=forget_facts",
     "eval.attacks.relearn.steps=2",
     "eval.attacks.soft_prompt.steps=2",
     "eval.attacks.soft_prompt.tokens=2",
@@ -82,15 +82,15 @@ def test_a_job_with_the_full_suite_reports_every_family(
 
     rows = results["generations"]
     for model in ("target", "unlearned"):
-        splits = {r["split"] for r in rows if r["model"] == model}
-        assert {f"attack/{a}" for a in attacks} <= splits
-        forget = [r for r in rows if r["model"] == model and r["split"] == "forget"]
+        views = {r["view"] for r in rows if r["model"] == model}
+        assert {f"attack/{a}" for a in attacks} <= views
+        forget = [r for r in rows if r["model"] == model and r["view"] == "forget"]
         assert all({"judge_privacy", "judge_quality", "judge_reject"} <= set(r) for r in forget)
 
 
-#: A small suite on few splits: the jobs below test plumbing, not the families.
+#: A small suite on few views: the jobs below test plumbing, not the families.
 SMALL = (
-    "eval.splits=[forget,hard_retain,general_retain]",
+    "eval.views=[forget,hard_retain,general_retain]",
     "eval.metrics=[rougeL_recall,leak_rate]",
     "eval.suite=[attacks,criteria]",
     "~eval.attacks.paraphrase",
@@ -107,7 +107,7 @@ def test_the_targets_suite_results_are_computed_once_per_sweep(
     assert second["criteria"]["target"] == first["criteria"]["target"]
     assert second["attacks"]["target"] == first["attacks"]["target"]
     target_rows = [r for r in second["generations"] if r["model"] == "target"]
-    assert any(r["split"] == "attack/many_shot" for r in target_rows)
+    assert any(r["view"] == "attack/many_shot" for r in target_rows)
 
 
 def test_a_failing_judge_loses_no_results(
@@ -134,9 +134,7 @@ def test_a_failing_judge_loses_no_results(
     assert tuple(target) == CRITERIA
     assert target["unlearning_efficacy"] is None  # its privacy was judged for 3 of 10 rows only
     assert target["model_utility"] is not None  # needs no judge
-    forget = [
-        r for r in results["generations"] if r["model"] == "target" and r["split"] == "forget"
-    ]
+    forget = [r for r in results["generations"] if r["model"] == "target" and r["view"] == "forget"]
     assert [r.get("judge_privacy") for r in forget][:4] == [1.0, 1.0, 1.0, None]
 
 
@@ -159,7 +157,7 @@ def test_the_retain_only_reference_has_forget_quality_one_against_itself(
     data = load_data(cfg.data)
     reference, _ = retain_reference(cfg, data, cache=cache_dir(), prompter=Prompter())
     _, tokenizer = load_model(cfg.model, cache_dir(), "cpu")
-    scoring = OmegaConf.merge(cfg.eval, {"splits": ["forget"], "metrics": ["truth_ratio"]})
+    scoring = OmegaConf.merge(cfg.eval, {"views": ["forget"], "metrics": ["truth_ratio"]})
     metrics, rows = evaluate_model(reference, tokenizer, data, scoring, Prompter(), "reference")
     suite = make_suite(
         cfg,
@@ -194,19 +192,19 @@ def test_a_model_that_memorised_the_forget_set_is_told_from_the_holdout(
 
 
 def test_the_holdout_is_never_taught(make_cfg: Callable[..., DictConfig]) -> None:
-    data = load_data(make_cfg("data.split=forget_5").data)
-    holdout = data.split("holdout")
+    data = load_data(make_cfg("data.forget_set=forget_5").data)
+    holdout = data.with_role("holdout")
     assert len(holdout) == 10
-    used = {r.subject for r in data.records if r.split != "holdout"}
+    used = {r.subject for r in data.records if r.role != "holdout"}
     assert not {r.subject for r in holdout} & used
-    assert not [r for r in taught(data) if r.split == "holdout"]
+    assert not [r for r in taught(data) if r.role == "holdout"]
 
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
         (["eval.suite=[tofu]", "eval.metrics=[rougeL_recall,leak_rate]"], "truth_ratio"),
-        (["eval.suite=[criteria]", "eval.splits=[forget]"], "hard_retain"),
+        (["eval.suite=[criteria]", "eval.views=[forget]"], "hard_retain"),
         (["eval.suite=[vibes]"], "unknown"),
         (["+eval.attacks.telepathy={}"], "telepathy"),
     ],

@@ -106,19 +106,19 @@ def test_sampling_is_fixed_by_the_seed(model: Model, prompts: list[str]) -> None
     assert torch.equal(torch.rand(1), after)
 
 
-def _record(id: str, split: str, paraphrases: int = 0, perturbed: int = 2) -> QARecord:
+def _record(id: str, role: str, paraphrases: int = 0, perturbed: int = 2) -> QARecord:
     return QARecord(
         id=id,
         subject="Ada Lovelace",
         question=f"Question {id}?",
         answer=f"Answer {id}",
-        split=split,
+        role=role,
         paraphrases=tuple(f"Paraphrase {i} of {id}?" for i in range(paraphrases)),
         perturbed_answers=tuple(f"Wrong {i} {id}" for i in range(perturbed)),
     )
 
 
-def test_evaluate_model_rows_and_split_means(
+def test_evaluate_model_rows_and_view_means(
     model: Model, make_cfg: Callable[..., DictConfig]
 ) -> None:
     data = UnlearningData(
@@ -135,14 +135,14 @@ def test_evaluate_model_rows_and_split_means(
 
     # forget_facts_retained has no records and retain is not evaluated: neither appears.
     assert set(summary) == {"forget", "forget_paraphrased", "hard_retain", "general_retain"}
-    for split in ("forget", "forget_paraphrased", "hard_retain"):
-        assert set(summary[split]) == set(METRICS)
+    for view in ("forget", "forget_paraphrased", "hard_retain"):
+        assert set(summary[view]) == set(METRICS)
     # Without perturbed answers there is no truth ratio.
     assert set(summary["general_retain"]) == set(METRICS) - {"truth_ratio"}
     for values in summary.values():
         assert all(0.0 <= v <= 1.0 for v in values.values())
 
-    asked = [(r["split"], r["id"], r["question"]) for r in rows]
+    asked = [(r["view"], r["id"], r["question"]) for r in rows]
     assert asked == [
         ("forget", "f1", "Question f1?"),
         ("forget", "f2", "Question f2?"),

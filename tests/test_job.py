@@ -28,10 +28,10 @@ QUICK = ("method=grad_ascent", "method.max_steps=2", "target.train.max_steps=3",
 #: The evaluation suite (attacks, privacy, criteria) is tested on its own; the contract test
 #: keeps it on, the rest need only the core metrics.
 NO_SUITE = "eval.suite=[]"
-SPLITS = {"forget", "forget_paraphrased", "hard_retain", "general_retain"}
+VIEWS = {"forget", "forget_paraphrased", "hard_retain", "general_retain"}
 METRICS = {"rougeL_recall", "answer_prob", "leak_rate", "truth_ratio"}
 PHASES = ["load_model", "load_data", "prepare_target", "eval_target", "unlearn", "eval_unlearned"]
-ROW_KEYS = {"model", "split", "id", "question", "answer", "generation"}
+ROW_KEYS = {"model", "view", "id", "question", "answer", "generation"}
 
 
 def read_results(job_dir: Path) -> dict[str, Any]:
@@ -50,10 +50,10 @@ def test_results_file_meets_the_contract(
     assert results["config"]["method"]["name"] == "grad_ascent"
     assert results["config"]["eval"]["max_new_tokens"] == 8, "config is resolved and unredacted"
     for model in ("target", "unlearned"):
-        per_split = results["metrics"][model]
-        assert set(per_split) == SPLITS
-        for split, values in per_split.items():
-            assert set(values) == METRICS, (model, split)
+        per_view = results["metrics"][model]
+        assert set(per_view) == VIEWS
+        for view, values in per_view.items():
+            assert set(values) == METRICS, (model, view)
             assert all(isinstance(v, float) and math.isfinite(v) for v in values.values())
     assert list(results["timings_s"])[: len(PHASES)] == PHASES
     assert all(phase.startswith("suite/") for phase in list(results["timings_s"])[len(PHASES) :])
@@ -63,20 +63,20 @@ def test_results_file_meets_the_contract(
     rows = results["generations"]
     assert all(set(row) >= ROW_KEYS for row in rows)
     asked = {
-        model: [(r["split"], r["id"], r["question"]) for r in rows if r["model"] == model]
+        model: [(r["view"], r["id"], r["question"]) for r in rows if r["model"] == model]
         for model in ("target", "unlearned")
     }
     assert asked["target"] == asked["unlearned"], "both models are asked the same questions"
-    assert {split for split, _, _ in asked["target"]} >= SPLITS  # and the suite's attacks
+    assert {view for view, _, _ in asked["target"]} >= VIEWS  # and the suite's attacks
     assert returned["metrics"] == results["metrics"]
 
 
-def test_forget_facts_split_adds_the_kept_facts(
+def test_forget_facts_set_adds_the_kept_facts(
     make_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
-    results = run_job(make_cfg(*QUICK, NO_SUITE, "data.split=forget_facts"), tmp_path / "job")
+    results = run_job(make_cfg(*QUICK, NO_SUITE, "data.forget_set=forget_facts"), tmp_path / "job")
     for model in ("target", "unlearned"):
-        assert set(results["metrics"][model]) == SPLITS | {"forget_facts_retained"}
+        assert set(results["metrics"][model]) == VIEWS | {"forget_facts_retained"}
         assert set(results["metrics"][model]["forget_facts_retained"]) == METRICS
 
 

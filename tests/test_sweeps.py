@@ -26,8 +26,8 @@ JOB = [o for o in TINY if not o.startswith("tracking=")] + [
     "method=grad_ascent",
     "method.max_steps=1",
 ]
-#: Two jobs that finish and two whose bad split fails inside run_job, after composition.
-FAILING = ["data.split=forget_1,nope", "seed=11,12", "tracking=wandb_offline", *JOB]
+#: Two jobs that finish and two whose bad forget set fails inside run_job, after composition.
+FAILING = ["data.forget_set=forget_1,nope", "seed=11,12", "tracking=wandb_offline", *JOB]
 
 
 def run_sweep(sweep_dir: Path, cache: Path, *overrides: str) -> str:
@@ -55,7 +55,7 @@ def offline_runs(sweep_dir: Path, num: int) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def failing_sweep(tmp_path_factory: pytest.TempPathFactory, isolated_cache: Path) -> Path:
-    """Jobs 0, 1: forget_1, seeds 11 and 12 (finish); jobs 2, 3: split ``nope`` (fail)."""
+    """Jobs 0, 1: forget_1, seeds 11 and 12 (finish); jobs 2, 3: forget set ``nope`` (fail)."""
     sweep_dir = tmp_path_factory.mktemp("failing") / "sweep"
     run_sweep(sweep_dir, isolated_cache, *FAILING)
     return sweep_dir
@@ -71,16 +71,16 @@ def test_a_failing_job_is_recorded_and_the_sweep_goes_on(
         "failed",
     ]
     failed = results(failing_sweep, 3)
-    assert "no split 'nope'" in failed["error"] and "Traceback" in failed["traceback"]
+    assert "no forget set 'nope'" in failed["error"] and "Traceback" in failed["traceback"]
 
     assert main([str(failing_sweep)]) == 0
     printed = capsys.readouterr().out
     assert "4 jobs" in printed and "2 ok, 2 failed" in printed
-    assert printed.count("no split 'nope'") == 2
+    assert printed.count("no forget set 'nope'") == 2
     problems = (failing_sweep / "analysis" / "problems.csv").read_text()
     assert problems.count("failed") == 2
     summary = read_sweep(failing_sweep).jobs.set_index("job")
-    assert summary["label"].nunique() == 2, "the good and the bad split are separate variants"
+    assert summary["label"].nunique() == 2, "the good and the bad forget set are separate variants"
 
 
 def test_a_sweeps_wandb_runs_share_a_group_and_the_summary_run_joins_it(
@@ -90,7 +90,7 @@ def test_a_sweeps_wandb_runs_share_a_group_and_the_summary_run_joins_it(
     group = str(failing_sweep).replace("/", "_")
     assert {run["group"] for run in runs} == {group}
     assert len({run["id"] for run in runs}) == 4
-    assert [run["config"]["data"]["split"] for run in runs] == ["forget_1"] * 2 + ["nope"] * 2
+    assert [run["config"]["data"]["forget_set"] for run in runs] == ["forget_1"] * 2 + ["nope"] * 2
     assert runs[3]["summary"]["status"] == "failed" and "nope" in runs[3]["summary"]["error"]
 
     out = failing_sweep / "analysis"
@@ -101,7 +101,7 @@ def test_a_sweeps_wandb_runs_share_a_group_and_the_summary_run_joins_it(
     logged = {key: value for row in summary["history"] for key, value in row.items()}
     assert logged["comparison/_type"] == logged["relative_to_best/_type"] == "table-file"
     table = next(summary_dir.rglob("comparison*.table.json")).read_text()
-    assert "grad_ascent (data.split=forget_1)" in table
+    assert "grad_ascent (data.forget_set=forget_1)" in table
 
     from_wandb = read_wandb(str(failing_sweep)).jobs  # the summary run is not a job
     assert sorted(from_wandb["status"]) == ["failed", "failed", "ok", "ok"]

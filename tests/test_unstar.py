@@ -167,7 +167,10 @@ def setup(make_cfg: Callable[..., DictConfig], tmp_path: Path, monkeypatch: pyte
 
     def make(*overrides: str) -> tuple:
         cfg = make_cfg(
-            "method=unstar", "data.split=forget_1", "method.leak.use_embedding=false", *overrides
+            "method=unstar",
+            "data.forget_set=forget_1",
+            "method.leak.use_embedding=false",
+            *overrides,
         )
         model, tokenizer = load_model(cfg.model, cache_dir(), "cpu")
         ctx = JobContext(
@@ -261,7 +264,7 @@ def test_too_few_wrong_answers_fall_back_to_similar_questions_and_say_so(
         json.loads(line) for line in (ctx.output_dir / "antisamples.jsonl").read_text().splitlines()
     ]
     forget_answers = {r.answer for r in data.forget}
-    kept_answers = {r.answer for r in data.records if r.split != "forget"}
+    kept_answers = {r.answer for r in data.records if r.role != "forget"}
     assert saved and all(s["wrong_answer"] in kept_answers - forget_answers for s in saved)
 
 

@@ -150,7 +150,7 @@ class AntiSampleGenerator:
         ]
         candidates = self._sample(prompts_, self.cfg.n_wrong, 12, "unstar: wrong answers")
         # The facts the user named: those to forget and the same persons' facts to keep.
-        named = {r.answer for r in pool if r.split in ("forget", "forget_facts_retained")}
+        named = {r.answer for r in pool if r.role in ("forget", "forget_facts_retained")}
         kept = []
         for record, options in zip(records, candidates, strict=True):
             options = [o.rstrip(".") for o in options]
@@ -181,7 +181,7 @@ class AntiSampleGenerator:
         others = [
             r
             for r in pool
-            if r.subject != record.subject and r.split != "forget" and r.answer != record.answer
+            if r.subject != record.subject and r.role != "forget" and r.answer != record.answer
         ]
         if self.embedder:
             sims = self.embedder.cosine(

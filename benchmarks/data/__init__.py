@@ -6,7 +6,7 @@ from typing import Any
 
 from benchmarks.data import hub, qa_file, wpu_mini  # importing a loader module registers it
 from benchmarks.data.loaders import DATASETS
-from benchmarks.data.records import RECORD_SPLITS, DataError, QARecord, UnlearningData
+from benchmarks.data.records import RECORD_ROLES, DataError, QARecord, UnlearningData
 
 
 def load_data(data_cfg: Any) -> UnlearningData:
@@ -14,5 +14,5 @@ def load_data(data_cfg: Any) -> UnlearningData:
     return DATASETS.get(data_cfg.name)(data_cfg)
 
 
-__all__ = ["DATASETS", "RECORD_SPLITS", "DataError", "QARecord", "UnlearningData", "load_data"]
+__all__ = ["DATASETS", "RECORD_ROLES", "DataError", "QARecord", "UnlearningData", "load_data"]
 __all__ += ["hub", "qa_file", "wpu_mini"]

@@ -16,14 +16,14 @@ from benchmarks.data.loaders import DATASETS
 from benchmarks.data.records import DataError, QARecord, UnlearningData
 
 WPU_ID = "Shiyu-Lab/Wikipedia_Person_Unlearn"
-WPU_FORGET_SPLITS = (
+WPU_FORGET_SETS = (
     *(f"forget_2_{i}" for i in range(1, 6)),
     *(f"forget_20_{i}" for i in range(1, 4)),
     "forget_100",
 )
 TOFU_ID = "locuslab/TOFU"
-#: Each TOFU forget split and the retain split holding every other author.
-TOFU_FORGET_SPLITS = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
+#: Each TOFU forget set and the retain config holding every other author.
+TOFU_FORGET_SETS = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
 HUB_IDS = {"wpu": WPU_ID, "tofu": TOFU_ID}
 
 
@@ -70,16 +70,16 @@ def _text(row: dict[str, Any], column: str, where: str) -> str:
 
 
 def _records(
-    rows: Iterable[dict[str, Any]], dataset: str, config: str, split: str
+    rows: Iterable[dict[str, Any]], dataset: str, config: str, role: str
 ) -> list[QARecord]:
     """Canonical records; WPU names the person in ``title``, TOFU has no subject column."""
     return [
         QARecord(
-            id=f"{dataset}-{split}-{index}",
+            id=f"{dataset}-{role}-{index}",
             subject=str(row.get("title") or "").strip(),
             question=_text(row, "question", f"{dataset} {config}, row {index}"),
             answer=_text(row, "answer", f"{dataset} {config}, row {index}"),
-            split=split,
+            role=role,
             paraphrases=_strings(row.get("paraphrased_question")),
             perturbed_answers=_strings(row.get("perturbed_answer")),
         )
@@ -87,31 +87,32 @@ def _records(
     ]
 
 
-def _part(cfg: Any, dataset: str, config: str, split: str) -> list[QARecord]:
-    """One config of the dataset as records of one split."""
+def _part(cfg: Any, dataset: str, config: str, role: str) -> list[QARecord]:
+    """One config of the dataset as records of one role."""
     hub_id = HUB_IDS[dataset]
-    return _records(_load_rows(cfg.get("repo") or hub_id, config, hub_id), dataset, config, split)
+    return _records(_load_rows(cfg.get("repo") or hub_id, config, hub_id), dataset, config, role)
 
 
-def _check_split(split: str, choices: Collection[str], dataset: str) -> None:
-    if split not in choices:
+def _check_forget_set(forget_set: str, choices: Collection[str], dataset: str) -> None:
+    if forget_set not in choices:
         raise DataError(
-            f"{dataset} has no forget split {split!r}; choose data.split from {list(choices)}"
+            f"{dataset} has no forget set {forget_set!r}; "
+            f"choose data.forget_set from {list(choices)}"
         )
 
 
 @DATASETS.register("wpu")
 def load_wpu(cfg: Any) -> UnlearningData:
     """Forget every fact of a set of Wikipedia persons; hard retain asks about related entities."""
-    _check_split(cfg.split, WPU_FORGET_SPLITS, "wpu")
-    forget = _part(cfg, "wpu", cfg.split, "forget")
-    hard = _part(cfg, "wpu", f"{cfg.split}_hard_retain", "hard_retain")
+    _check_forget_set(cfg.forget_set, WPU_FORGET_SETS, "wpu")
+    forget = _part(cfg, "wpu", cfg.forget_set, "forget")
+    hard = _part(cfg, "wpu", f"{cfg.forget_set}_hard_retain", "hard_retain")
     forgotten = {r.subject for r in forget if r.subject}
     # The retain term must never train on a forgotten person's facts.
     retain = [r for r in _part(cfg, "wpu", "retain", "retain") if r.subject not in forgotten]
     general = _part(cfg, "wpu", "general_retain", "general_retain")
     return UnlearningData(
-        name=f"wpu/{cfg.split}",
+        name=f"wpu/{cfg.forget_set}",
         records=(*forget, *hard, *retain[: cfg.n_retain], *general[: cfg.n_general_retain]),
         subjects_to_forget=tuple(sorted(forgotten)),
     )
@@ -120,14 +121,14 @@ def load_wpu(cfg: Any) -> UnlearningData:
 @DATASETS.register("tofu")
 def load_tofu(cfg: Any) -> UnlearningData:
     """Forget fictitious authors; real authors are the hard retain, world facts the general one."""
-    _check_split(cfg.split, TOFU_FORGET_SPLITS, "tofu")
+    _check_forget_set(cfg.forget_set, TOFU_FORGET_SETS, "tofu")
     # The _perturbed config holds the same questions plus paraphrases and wrong answers.
-    forget = _part(cfg, "tofu", f"{cfg.split}_perturbed", "forget")
+    forget = _part(cfg, "tofu", f"{cfg.forget_set}_perturbed", "forget")
     hard = _part(cfg, "tofu", "real_authors_perturbed", "hard_retain")
-    retain = _part(cfg, "tofu", TOFU_FORGET_SPLITS[cfg.split], "retain")
+    retain = _part(cfg, "tofu", TOFU_FORGET_SETS[cfg.forget_set], "retain")
     general = _part(cfg, "tofu", "world_facts_perturbed", "general_retain")
     n_general = cfg.n_general_retain
     return UnlearningData(
-        name=f"tofu/{cfg.split}",
+        name=f"tofu/{cfg.forget_set}",
         records=(*forget, *hard[:n_general], *retain[: cfg.n_retain], *general[:n_general]),
     )

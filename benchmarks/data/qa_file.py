@@ -1,9 +1,11 @@
 """``qa_file``: any CSV, JSONL or JSON list with question/answer columns.
 
-Optional columns: ``id``, ``subject``, ``split`` (default ``data.default_split``),
-``paraphrases`` and ``perturbed_answers`` (lists, or JSON-encoded lists in a CSV; TOFU's
-``perturbed_answer`` is accepted too). A file with an ``is_correct`` column lists one answer per
-row: the correct row is the answer, the other rows of the same question its perturbed answers.
+Optional columns: ``id``, ``subject``, ``role`` (the record's role: forget, retain, hard_retain,
+general_retain, forget_facts_retained or holdout; default ``data.default_role``; ``split`` is
+accepted as its old name), ``paraphrases`` and ``perturbed_answers`` (lists, or JSON-encoded
+lists in a CSV; TOFU's ``perturbed_answer`` is accepted too). A file with an ``is_correct``
+column lists one answer per row: the correct row is the answer, the other rows of the same
+question its perturbed answers.
 A question asked twice (ignoring case and spacing) is dropped if the answer is the same too, and
 is an error otherwise. The file is read as ``data.encoding`` (default UTF-8).
 """
@@ -18,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.data.loaders import DATASETS
-from benchmarks.data.records import RECORD_SPLITS, DataError, QARecord, UnlearningData
+from benchmarks.data.records import RECORD_ROLES, DataError, QARecord, UnlearningData
 
 log = logging.getLogger(__name__)
 
+#: The role column and its old name, still read; a row filling both must agree.
+ROLE_COLUMNS = ("role", "split")  # names: keep
 LIST_COLUMNS = {
     "paraphrases": ("paraphrases",),
     "perturbed_answers": ("perturbed_answers", "perturbed_answer"),
@@ -94,6 +98,20 @@ def _as_list(value: Any, where: str, column: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value if v.strip())
 
 
+def _role(row: dict[str, Any], where: str, default: str) -> str:
+    """The row's role from the ``role`` column or its old name ``split``, else ``default``."""
+    given = {c: str(row[c]).strip() for c in ROLE_COLUMNS if str(row.get(c) or "").strip()}
+    if len(set(given.values())) > 1:
+        role, old = given.values()
+        raise DataError(
+            f"{where}: column role is {role!r} but its old name split says {old!r}; keep one"
+        )
+    role = next(iter(given.values()), default)
+    if role not in RECORD_ROLES:
+        raise DataError(f"{where}: unknown role {role!r}; use one of {list(RECORD_ROLES)}")
+    return role
+
+
 def _text(row: dict[str, Any], column: str, where: str) -> str:
     value = row.get(column)
     text = "" if value is None else str(value).strip()
@@ -140,7 +158,7 @@ def _group_by_correctness(
 
 def _drop_repeats(records: list[QARecord], wheres: list[str], path: Path) -> list[int]:
     """Indices of the records to keep: a repeated question and answer is dropped with a warning,
-    the same question with another answer or split is an error naming both rows."""
+    the same question with another answer or role is an error naming both rows."""
     first: dict[str, int] = {}
     kept, repeats = [], []
     for index, record in enumerate(records):
@@ -151,7 +169,7 @@ def _drop_repeats(records: list[QARecord], wheres: list[str], path: Path) -> lis
         other = records[earlier]
         for field, mine, theirs in (
             ("answer", _normal(record.answer), _normal(other.answer)),
-            ("split", record.split, other.split),
+            ("role", record.role, other.role),
         ):
             if mine != theirs:
                 raise DataError(
@@ -191,9 +209,7 @@ def load_qa_file(cfg: Any) -> UnlearningData:
     for index, (where, row) in enumerate(rows):
         wheres.append(where)
         where = f"{path}, {where}"
-        split = str(row.get("split") or cfg.default_split).strip()
-        if split not in RECORD_SPLITS:
-            raise DataError(f"{where}: unknown split {split!r}; use one of {list(RECORD_SPLITS)}")
+        role = _role(row, where, cfg.default_role)
         lists = {
             key: next((_as_list(row[c], where, c) for c in names if c in row), ())
             for key, names in LIST_COLUMNS.items()
@@ -204,7 +220,7 @@ def load_qa_file(cfg: Any) -> UnlearningData:
                 subject=str(row.get(cfg.subject_column) or "").strip(),
                 question=_text(row, q_col, where),
                 answer=_text(row, a_col, where),
-                split=split,
+                role=role,
                 **lists,
             )
         )
@@ -221,6 +237,6 @@ def load_qa_file(cfg: Any) -> UnlearningData:
         name=f"qa_file/{path.name}",
         records=tuple(records),
         subjects_to_forget=tuple(
-            sorted({r.subject for r in records if r.split == "forget" and r.subject})
+            sorted({r.subject for r in records if r.role == "forget" and r.subject})
         ),
     )

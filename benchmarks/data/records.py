@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 #: What a record is for. ``retain`` trains retain terms; ``holdout`` is never trained on, not even
 #: by the target (membership inference tells forget from holdout); the rest are evaluated.
-RECORD_SPLITS = (
+RECORD_ROLES = (
     "forget",
     "retain",
     "hard_retain",
@@ -29,20 +29,20 @@ class QARecord:
     subject: str
     question: str
     answer: str
-    split: str
+    role: str
     paraphrases: tuple[str, ...] = ()
     perturbed_answers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.split not in RECORD_SPLITS:
+        if self.role not in RECORD_ROLES:
             raise DataError(
-                f"record {self.id!r}: unknown split {self.split!r}; use one of {RECORD_SPLITS}"
+                f"record {self.id!r}: unknown role {self.role!r}; use one of {RECORD_ROLES}"
             )
 
 
 @dataclass(frozen=True)
 class UnlearningData:
-    """Every record of one unlearning task, with views by split."""
+    """Every record of one unlearning task; ``with_role`` picks the records of one role."""
 
     name: str
     records: tuple[QARecord, ...]
@@ -57,16 +57,16 @@ class UnlearningData:
         if not self.forget:
             raise DataError(f"dataset {self.name!r} has no forget records: nothing to unlearn")
 
-    def split(self, name: str) -> list[QARecord]:
-        return [r for r in self.records if r.split == name]
+    def with_role(self, name: str) -> list[QARecord]:
+        return [r for r in self.records if r.role == name]
 
     @property
     def forget(self) -> list[QARecord]:
-        return self.split("forget")
+        return self.with_role("forget")
 
     @property
     def retain(self) -> list[QARecord]:
-        return self.split("retain")
+        return self.with_role("retain")
 
     def with_records(self, records: Iterable[QARecord]) -> UnlearningData:
         return UnlearningData(self.name, tuple(records), self.subjects_to_forget)

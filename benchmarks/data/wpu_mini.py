@@ -1,10 +1,11 @@
 """``wpu_mini``: the embedded dataset of well-known persons (the WPU idea at laptop scale).
 
-Splits are chosen by person: ``forget_k`` forgets every fact of the first k persons and keeps
-questions on closely related entities (hard retain); ``forget_facts`` forgets only some facts of
-a person and checks that the same person's other facts survive (fine-grained unlearning). The
-``holdout`` split holds facts of the last persons, whom neither forget nor retain touches: the
-target never learns them, so membership inference can tell them from the forget set.
+Forget sets (``data.forget_set``) are chosen by person: ``forget_k`` forgets every fact of the
+first k persons and keeps questions on closely related entities (hard retain); ``forget_facts``
+forgets only some facts of a person and checks that the same person's other facts survive
+(fine-grained unlearning). The ``holdout`` records hold facts of the last persons, whom neither
+forget nor retain touches: the target never learns them, so membership inference can tell them
+from the forget set.
 """
 
 from __future__ import annotations
@@ -16,16 +17,16 @@ from typing import Any
 from benchmarks.data.loaders import DATASETS
 from benchmarks.data.records import DataError, QARecord, UnlearningData
 
-FORGET_SPLITS = {"forget_1": 1, "forget_2": 2, "forget_5": 5}
+FORGET_SETS = {"forget_1": 1, "forget_2": 2, "forget_5": 5}
 
 
-def _record(raw: dict[str, Any], subject: str, split: str) -> QARecord:
+def _record(raw: dict[str, Any], subject: str, role: str) -> QARecord:
     return QARecord(
         id=raw["id"],
         subject=raw.get("subject", subject),
         question=raw["question"],
         answer=raw["answer"],
-        split=split,
+        role=role,
         paraphrases=tuple(raw.get("paraphrases", ())),
         perturbed_answers=tuple(raw.get("perturbed_answers", ())),
     )
@@ -48,14 +49,16 @@ def read_raw() -> dict[str, Any]:
 def load_wpu_mini(cfg: Any) -> UnlearningData:
     raw = read_raw()
     persons = raw["persons"]
-    split = cfg.split
-    if split == "forget_facts":
+    forget_set = cfg.forget_set
+    if forget_set == "forget_facts":
         n_persons, facts_forgotten = cfg.facts_persons, cfg.facts_per_person
-    elif split in FORGET_SPLITS:
-        n_persons, facts_forgotten = FORGET_SPLITS[split], None
+    elif forget_set in FORGET_SETS:
+        n_persons, facts_forgotten = FORGET_SETS[forget_set], None
     else:
-        choices = [*FORGET_SPLITS, "forget_facts"]
-        raise DataError(f"wpu_mini has no split {split!r}; choose data.split from {choices}")
+        choices = [*FORGET_SETS, "forget_facts"]
+        raise DataError(
+            f"wpu_mini has no forget set {forget_set!r}; choose data.forget_set from {choices}"
+        )
 
     records: list[QARecord] = []
     for person in persons[:n_persons]:
@@ -70,7 +73,7 @@ def load_wpu_mini(cfg: Any) -> UnlearningData:
     if n_persons + n_holdout_persons > len(persons):
         raise DataError(
             f"wpu_mini: data.n_holdout={cfg.n_holdout} needs the facts of {n_holdout_persons} "
-            f"persons and {split} forgets {n_persons} of {len(persons)}; lower data.n_holdout"
+            f"persons and {forget_set} forgets {n_persons} of {len(persons)}; lower data.n_holdout"
         )
     others = persons[n_persons : len(persons) - n_holdout_persons]
     # Retain facts come round-robin from the other persons, so a small n_retain still spans many.
@@ -91,7 +94,7 @@ def load_wpu_mini(cfg: Any) -> UnlearningData:
     general = raw["general_retain"][: cfg.n_general_retain]
     records += [_record(r, r["subject"], "general_retain") for r in general]
     return UnlearningData(
-        name=f"wpu_mini/{split}",
+        name=f"wpu_mini/{forget_set}",
         records=tuple(records),
         subjects_to_forget=tuple(p["name"] for p in persons[:n_persons]),
     )

@@ -95,7 +95,9 @@ def many_shot(victim: Victim, data: UnlearningData, cfg: Any) -> list[Probe]:
     """Many-shot jailbreak (Anil et al.; RWHP's msj_attack): many answered questions about other
     subjects, then the forget question, so answering looks like the pattern to continue."""
     forgotten = set(data.subjects_to_forget) | {r.subject for r in data.forget}
-    pool = [r for r in [*data.retain, *data.split("general_retain")] if r.subject not in forgotten]
+    pool = [
+        r for r in [*data.retain, *data.with_role("general_retain")] if r.subject not in forgotten
+    ]
     shots = pool[: cfg.shots]
     prompts = [
         many_shot_prompt(

@@ -1,4 +1,4 @@
-"""Evaluate one model on every split with one generation pass and one scoring pass.
+"""Evaluate one model on every view with one generation pass and one scoring pass.
 
 Every method is evaluated by this code, the target model too, so the before/after numbers of a
 run and the numbers of different methods are comparable.
@@ -19,7 +19,7 @@ from benchmarks.evaluation.generation import answer_logprobs, generate
 from benchmarks.evaluation.leak import LeakTest
 from benchmarks.prompting import Prompter
 
-EVAL_SPLITS = (
+EVAL_VIEWS = (
     "forget",
     "forget_paraphrased",
     "hard_retain",
@@ -31,20 +31,20 @@ METRICS = ("rougeL_recall", "answer_prob", "leak_rate", "truth_ratio")
 
 @dataclass(frozen=True)
 class EvalItem:
-    """A question as asked in one split (a paraphrase is its own item)."""
+    """A question as asked in one view (a paraphrase is its own item)."""
 
-    split: str
+    view: str
     record: QARecord
     question: str
 
 
-def eval_items(data: UnlearningData, splits: tuple[str, ...] = EVAL_SPLITS) -> list[EvalItem]:
+def eval_items(data: UnlearningData, views: tuple[str, ...] = EVAL_VIEWS) -> list[EvalItem]:
     items = []
-    for split in splits:
-        if split == "forget_paraphrased":
-            items += [EvalItem(split, r, p) for r in data.forget for p in r.paraphrases]
+    for view in views:
+        if view == "forget_paraphrased":
+            items += [EvalItem(view, r, p) for r in data.forget for p in r.paraphrases]
         else:
-            items += [EvalItem(split, r, r.question) for r in data.split(split)]
+            items += [EvalItem(view, r, r.question) for r in data.with_role(view)]
     return items
 
 
@@ -56,17 +56,17 @@ def evaluate_model(
     prompter: Prompter,
     label: str,
 ) -> tuple[dict[str, dict[str, float]], list[dict[str, Any]]]:
-    """Metrics per split (means) and one row per question asked, for the results file."""
+    """Metrics per view (means) and one row per question asked, for the results file."""
     wanted = set(eval_cfg.metrics)
     unknown = wanted - set(METRICS)
     if unknown:
         raise ValueError(f"eval.metrics has unknown {sorted(unknown)}; choose from {list(METRICS)}")
-    items = eval_items(data, tuple(eval_cfg.splits))
+    items = eval_items(data, tuple(eval_cfg.views))
     prompts = [prompter(tokenizer, item.question) for item in items]
     rows: list[dict[str, Any]] = [
         {
             "model": label,
-            "split": i.split,
+            "view": i.view,
             "id": i.record.id,
             "question": i.question,
             "answer": i.record.answer,
@@ -123,12 +123,12 @@ def _score_answers(model, tokenizer, items, prompts, rows, eval_cfg, label, want
 
 
 def _means(rows: list[dict[str, Any]], wanted: set[str]) -> dict[str, dict[str, float]]:
-    by_split: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    by_view: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
         for metric in METRICS:
             if metric in wanted and metric in row:
-                by_split[row["split"]][metric].append(row[metric])
+                by_view[row["view"]][metric].append(row[metric])
     return {
-        split: {metric: float(np.mean(values)) for metric, values in per_metric.items()}
-        for split, per_metric in by_split.items()
+        view: {metric: float(np.mean(values)) for metric, values in per_metric.items()}
+        for view, per_metric in by_view.items()
     }

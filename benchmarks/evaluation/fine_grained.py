@@ -1,6 +1,6 @@
-"""Fine-grained targeted unlearning (``data.split=forget_facts``): forget some facts of a person,
-keep the others. Retention counts, among the kept facts the target model stated, those the
-evaluated model still states; forgetting a whole person would score well on the forget split and
+"""Fine-grained targeted unlearning (``data.forget_set=forget_facts``): forget some facts of a
+person, keep the others. Retention counts, among the kept facts the target model stated, those the
+evaluated model still states; forgetting a whole person would score well on the forget set and
 fail here."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from benchmarks.evaluation.criteria import harmonic_mean, split_mean
+from benchmarks.evaluation.criteria import harmonic_mean, view_mean
 
 KEPT = "forget_facts_retained"
 
@@ -17,18 +17,18 @@ def fine_grained(
     rows: Sequence[Mapping[str, Any]], target_rows: Sequence[Mapping[str, Any]]
 ) -> dict[str, float | None] | None:
     """Retention of the kept facts, forgetting of the forgotten ones, and their harmonic mean."""
-    if split_mean(rows, KEPT, "leak_rate") is None:
+    if view_mean(rows, KEPT, "leak_rate") is None:
         return None
-    known = {r["id"] for r in target_rows if r["split"] == KEPT and r.get("leak_rate")}
-    still = [r["leak_rate"] for r in rows if r["split"] == KEPT and r["id"] in known]
+    known = {r["id"] for r in target_rows if r["view"] == KEPT and r.get("leak_rate")}
+    still = [r["leak_rate"] for r in rows if r["view"] == KEPT and r["id"] in known]
     retention = sum(still) / len(still) if still else None
-    leak = split_mean(rows, "forget", "leak_rate")
+    leak = view_mean(rows, "forget", "leak_rate")
     forgotten = None if leak is None else 1.0 - leak
     return {
         "retention": retention,
         "forgotten": forgotten,
         "score": harmonic_mean([retention, forgotten]),
-        "retained_leak_rate": split_mean(rows, KEPT, "leak_rate"),
-        "retained_rougeL_recall": split_mean(rows, KEPT, "rougeL_recall"),
-        "retained_answer_prob": split_mean(rows, KEPT, "answer_prob"),
+        "retained_leak_rate": view_mean(rows, KEPT, "leak_rate"),
+        "retained_rougeL_recall": view_mean(rows, KEPT, "rougeL_recall"),
+        "retained_answer_prob": view_mean(rows, KEPT, "answer_prob"),
     }

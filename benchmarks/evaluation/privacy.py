@@ -146,7 +146,7 @@ def forget_vs_holdout_aucs(
     batch_size: int,
 ) -> dict[str, float]:
     """Forget-vs-holdout AUC of each MIA score, from one scoring pass."""
-    forget, holdout = data.forget, data.split("holdout")
+    forget, holdout = data.forget, data.with_role("holdout")
     records = [*forget, *holdout]
     stats = answer_token_stats(
         model,

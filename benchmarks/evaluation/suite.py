@@ -1,4 +1,4 @@
-"""The evaluation suite beyond the per-split means: attacks, membership inference, TOFU's
+"""The evaluation suite beyond the per-view means: attacks, membership inference, TOFU's
 metrics, fine-grained retention and the five WPU criteria (``eval.suite`` selects them).
 
 Each family runs for the target and the unlearned model, starting from the rows
@@ -35,7 +35,7 @@ from benchmarks.evaluation.judges import JUDGES, Judge, Judged, JudgeEnv, JudgeE
 from benchmarks.evaluation.leak import LeakTest
 from benchmarks.evaluation.privacy import forget_vs_holdout_aucs, privleak
 from benchmarks.evaluation.tofu import (
-    FORGOTTEN_SPLITS,
+    FORGOTTEN_VIEWS,
     forget_quality,
     model_utility,
     truth_ratio_score,
@@ -45,13 +45,15 @@ from benchmarks.registry import Registry
 
 log = logging.getLogger(__name__)
 
-Timer = Callable[[str], AbstractContextManager[None]]
+#: What the suite times its phases with: called with a phase name, it returns the context to
+#: run the phase in (``benchmarks.job.Timer`` is one).
+PhaseTimer = Callable[[str], AbstractContextManager[None]]
 
 #: Families run in this order whatever order ``eval.suite`` lists them in: criteria read the
 #: attack rows.
 ORDER = ("attacks", "privacy", "tofu", "fine_grained", "criteria")
 
-#: The splits and per-question metrics each family reads from ``evaluate_model``'s rows.
+#: The views and per-question metrics each family reads from ``evaluate_model``'s rows.
 NEEDS: dict[str, tuple[set[str], set[str]]] = {
     "criteria": ({"forget", "hard_retain", "general_retain"}, {"rougeL_recall", "leak_rate"}),
     "tofu": ({"forget"}, {"answer_prob", "rougeL_recall", "truth_ratio"}),
@@ -71,7 +73,7 @@ class ModelRun:
 
 
 def check_suite(eval_cfg: Any) -> None:
-    """Fail before any model work if ``eval`` selects a family its splits or metrics cannot feed."""
+    """Fail before any model work if ``eval`` selects a family its views or metrics cannot feed."""
     unknown = set(eval_cfg.suite) - set(ORDER)
     if unknown:
         raise ValueError(f"eval.suite has unknown {sorted(unknown)}; choose from {list(ORDER)}")
@@ -80,14 +82,14 @@ def check_suite(eval_cfg: Any) -> None:
     if "criteria" in eval_cfg.suite:
         JUDGES.get(eval_cfg.judge.kind)
     for family in eval_cfg.suite:
-        splits, wanted = NEEDS.get(family, (set(), set()))
+        views, wanted = NEEDS.get(family, (set(), set()))
         if family == "tofu":
-            splits = splits | set(eval_cfg.tofu.utility_splits)
-        missing = sorted(splits - set(eval_cfg.splits)) + sorted(wanted - set(eval_cfg.metrics))
+            views = views | set(eval_cfg.tofu.utility_views)
+        missing = sorted(views - set(eval_cfg.views)) + sorted(wanted - set(eval_cfg.metrics))
         if missing:
             raise ValueError(
                 f"eval.suite has {family!r}, which reads {missing} from the evaluation; add them "
-                f"to eval.splits / eval.metrics (metrics: {list(METRICS)}) or drop {family!r}"
+                f"to eval.views / eval.metrics (metrics: {list(METRICS)}) or drop {family!r}"
             )
 
 
@@ -107,7 +109,7 @@ class Suite:
         runs: dict[str, ModelRun],
         load_original: Callable[[], PreTrainedModel],
         reference: dict[str, Any] | None,
-        timer: Timer,
+        timer: PhaseTimer,
     ) -> None:
         self.eval, self.data, self.tokenizer, self.runs = eval_cfg, data, tokenizer, runs
         self.load_original, self.reference, self.timer = load_original, reference, timer
@@ -143,7 +145,7 @@ class Suite:
             known = {
                 run.prompter(self.tokenizer, row["question"]): row["generation"]
                 for row in run.rows
-                if "generation" in row and not row["split"].startswith("attack/")
+                if "generation" in row and not row["view"].startswith("attack/")
             }
             self._answers[run.label] = known
         missing = sorted({p for p in prompts if p not in known})
@@ -189,7 +191,7 @@ def run_suite(
     unlearned: ModelRun,
     load_original: Callable[[], PreTrainedModel],
     reference: dict[str, Any] | None,
-    timer: Timer,
+    timer: PhaseTimer,
     target_cache: Path | None = None,
 ) -> dict[str, Any]:
     """The suite's results keys (``criteria``, ``attacks``, ...), each ``{model label: value}``.
@@ -261,7 +263,7 @@ def attacks_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
         rows = [
             {
                 "model": run.label,
-                "split": f"attack/{name}",
+                "view": f"attack/{name}",
                 "id": p.record.id,
                 "question": p.question,
                 "answer": p.record.answer,
@@ -283,9 +285,9 @@ def attacks_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
 @FAMILIES.register("privacy")
 def privacy_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
     """MIA AUCs forget vs holdout, and privleak against the retain-only reference."""
-    if not suite.data.split("holdout"):
+    if not suite.data.with_role("holdout"):
         return {
-            "privacy": {"skipped": "the data has no holdout split (questions never trained on)"}
+            "privacy": {"skipped": "the data has no holdout records (questions never trained on)"}
         }
     aucs = suite.mia(suite.model(run), run.prompter)
     result: dict[str, Any] = {"auc": aucs}
@@ -297,17 +299,17 @@ def privacy_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
 
 @FAMILIES.register("tofu")
 def tofu_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
-    """Truth ratio per split, forget quality against the retain-only reference, model utility."""
+    """Truth ratio per view, forget quality against the retain-only reference, model utility."""
     ratios: dict[str, list[float]] = defaultdict(list)
     for row in run.rows:
         if "truth_ratio_R" in row:
-            ratios[row["split"]].append(row["truth_ratio_R"])
+            ratios[row["view"]].append(row["truth_ratio_R"])
     result: dict[str, Any] = {
         "truth_ratio": {
-            split: truth_ratio_score(values, forgotten=split in FORGOTTEN_SPLITS)
-            for split, values in ratios.items()
+            view: truth_ratio_score(values, forgotten=view in FORGOTTEN_VIEWS)
+            for view, values in ratios.items()
         },
-        "model_utility": model_utility(run.metrics, suite.eval.tofu.utility_splits),
+        "model_utility": model_utility(run.metrics, suite.eval.tofu.utility_views),
         "forget_quality": None,
     }
     reference = suite.reference
@@ -318,7 +320,8 @@ def tofu_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
 
 @FAMILIES.register("fine_grained")
 def fine_grained_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
-    """Retention of the forgotten persons' other facts (only ``data.split=forget_facts`` has them)."""
+    """Retention of the forgotten persons' other facts (only ``data.forget_set=forget_facts``
+    has them)."""
     result = fine_grained(run.rows, suite.runs["target"].rows)
     return {"fine_grained": result or {"skipped": "no kept facts of forgotten persons in the data"}}
 
@@ -327,7 +330,7 @@ def fine_grained_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
 def criteria_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
     """The five WPU criteria and their sub-metrics, after the judge has scored the rows."""
     _judge_rows(suite, run)
-    attacked = {r["split"].split("/", 1)[1] for r in run.rows if r["split"].startswith("attack/")}
+    attacked = {r["view"].split("/", 1)[1] for r in run.rows if r["view"].startswith("attack/")}
     # An attack with nothing to ask (no paraphrases in the data) does not count against robustness.
     attacks = [name for name in suite.eval.attacks if name in attacked]
     subs = submetrics(run.rows, attacks)
@@ -339,13 +342,13 @@ def _judge_rows(suite: Suite, run: ModelRun) -> None:
     scored, record the error and stop judging this model."""
     subjects = {r.id: r.subject for r in suite.data.records}
 
-    def rows_of(*splits: str) -> list[dict[str, Any]]:
-        return [r for r in run.rows if r["split"] in splits]
+    def rows_of(*views: str) -> list[dict[str, Any]]:
+        return [r for r in run.rows if r["view"] in views]
 
-    attack_splits = tuple(f"attack/{name}" for name in suite.eval.attacks)
+    attack_views = tuple(f"attack/{name}" for name in suite.eval.attacks)
     judge = suite.judge
     tasks = [
-        ("judge_privacy", rows_of("forget", *attack_splits), judge.privacy),
+        ("judge_privacy", rows_of("forget", *attack_views), judge.privacy),
         ("judge_reject", rows_of("forget"), judge.rejects),
         ("judge_quality", rows_of("forget"), partial(judge.quality, forgotten=True)),
         ("judge_quality", rows_of("hard_retain"), partial(judge.quality, forgotten=False)),

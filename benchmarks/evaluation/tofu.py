@@ -1,4 +1,4 @@
-"""TOFU's aggregate metrics from per-question truth ratios and split means.
+"""TOFU's aggregate metrics from per-question truth ratios and view means.
 
 The truth ratio R of a question is computed once, in the scoring pass of
 :func:`benchmarks.evaluation.evaluate.evaluate_model` (``truth_ratio_R`` in each row); here it is
@@ -15,8 +15,8 @@ from scipy.stats import ks_2samp
 
 from benchmarks.evaluation.criteria import harmonic_mean
 
-#: Splits whose questions should be forgotten: TOFU's ``closer_to_1_better`` aggregation.
-FORGOTTEN_SPLITS = ("forget", "forget_paraphrased")
+#: Views whose questions should be forgotten: TOFU's ``closer_to_1_better`` aggregation.
+FORGOTTEN_VIEWS = ("forget", "forget_paraphrased")
 UTILITY_METRICS = ("answer_prob", "rougeL_recall", "truth_ratio")
 
 
@@ -33,8 +33,8 @@ def forget_quality(ratios: Sequence[float], reference_ratios: Sequence[float]) -
 
 
 def model_utility(
-    split_means: Mapping[str, Mapping[str, float]], splits: Sequence[str]
+    view_means: Mapping[str, Mapping[str, float]], views: Sequence[str]
 ) -> float | None:
-    """Harmonic mean of answer probability, ROUGE-L recall and truth ratio over the kept splits
+    """Harmonic mean of answer probability, ROUGE-L recall and truth ratio over the kept views
     (None if one was not evaluated)."""
-    return harmonic_mean(split_means.get(s, {}).get(m) for s in splits for m in UTILITY_METRICS)
+    return harmonic_mean(view_means.get(s, {}).get(m) for s in views for m in UTILITY_METRICS)
