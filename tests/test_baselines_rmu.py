@@ -225,7 +225,7 @@ def test_search_space_is_hydra_sweeper_syntax_over_method_keys(make_cfg) -> None
 def test_rmu_runs_a_job_and_the_default_layer_fails_clearly_on_the_tiny_model(
     make_cfg, tmp_path
 ) -> None:
-    common = ("method=rmu", "method.max_steps=2", "data.split=forget_1", "eval=quick")
+    common = ("method=rmu", "method.max_steps=2", "data.forget_set=forget_1", "eval=quick")
     results = run_job(make_cfg(*common, ON_TINY), tmp_path / "ok")
     assert results["status"] == "ok"
     assert results["method_metrics"]["rmu_layer"] == 1

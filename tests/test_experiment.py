@@ -24,7 +24,7 @@ ON_TINY = (
     "model=tiny_random",
     "device=cpu",
     "data=wpu_mini",
-    "data.split=forget_1",
+    "data.forget_set=forget_1",
     "data.n_retain=4",
     "data.n_general_retain=4",
     "tracking=none",
@@ -41,12 +41,12 @@ def test_paper_wpu_composes_to_the_papers_setting() -> None:
     assert cfg.model.source == "hub"
     assert cfg.model.name_or_path == "mistralai/Mistral-7B-Instruct-v0.3"
     assert cfg.model.dtype == "bfloat16" and cfg.device == "cuda"
-    assert (cfg.data.name, cfg.data.split, cfg.target.kind) == ("wpu", "forget_2_1", "base")
+    assert (cfg.data.name, cfg.data.forget_set, cfg.target.kind) == ("wpu", "forget_2_1", "base")
     assert cfg.method.name == "unstar" and cfg.method.lora.enabled
     assert cfg.eval.max_new_tokens == 200 and cfg.eval.judge.kind == "local"
     assert cfg.eval.attacks.many_shot.shots == 100
     sweep = cfg.hydra.sweeper.params
-    assert sweep["data.split"] == ",".join(f"forget_2_{i}" for i in range(1, 6))
+    assert sweep["data.forget_set"] == ",".join(f"forget_2_{i}" for i in range(1, 6))
     assert sweep["method"] == PAPER_METHODS
     # LoRA applies to whichever method a job runs.
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -65,7 +65,7 @@ def test_cfg_job_shows_the_setting() -> None:
     assert shown.returncode == 0, shown.stderr
     setting = OmegaConf.create(shown.stdout[shown.stdout.index("seed:") :])  # after any log line
     assert setting.model.name_or_path == "mistralai/Mistral-7B-Instruct-v0.3"
-    assert setting.data.split == "forget_2_1" and setting.eval.max_new_tokens == 200
+    assert setting.data.forget_set == "forget_2_1" and setting.eval.max_new_tokens == 200
 
 
 def test_paper_wpu_job_runs_on_the_tiny_model_and_prints_the_estimate(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from omegaconf import DictConfig, open_dict
 
+from benchmarks.config import ConfigError
 from benchmarks.job import run_job
 from benchmarks.tracking import TrackingError, read_offline_run, redact
 
@@ -94,9 +95,10 @@ def test_secrets_never_reach_a_file(
     with open_dict(cfg):
         cfg.api_key = f"sk-test-{SECRET}"
         cfg.model.hf_token = f"hf-{SECRET}"
-    results = run_job(cfg, tmp_path / "job", group="sweep-x")
+    with pytest.raises(ConfigError, match="configs never hold credentials"):
+        run_job(cfg, tmp_path / "job", group="sweep-x")  # refused, and recorded without the value
 
-    assert results["status"] == "ok"
+    assert json.loads((tmp_path / "job" / "results.json").read_text())["status"] == "failed"
     assert json.loads((tmp_path / "job" / "results.json").read_text())["config"]["api_key"] == "***"
     files = [
         p for root in (tmp_path / "job", isolated_cache) for p in root.rglob("*") if p.is_file()
