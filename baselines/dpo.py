@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from baselines.idk import refusals_for
-from baselines.npo import NPOConfig, log_ratio
+from baselines.npo import NPO, NPOConfig, log_ratio
 from benchmarks.methods import METHODS, TrainingMethod
 from benchmarks.training import Pair
 
@@ -24,6 +24,7 @@ from benchmarks.training import Pair
 @METHODS.register("dpo")
 class DPO(TrainingMethod):
     config_class = NPOConfig  # β is DPO's only knob of its own, with NPO's meaning
+    search_space = NPO.search_space
 
     def forget_pairs(self, data, tokenizer, ctx) -> list[dict[str, Pair]]:
         refusals = refusals_for(data.forget, ctx.seed)

@@ -7,10 +7,17 @@ retain_loss=nll, as open-unlearning configs/trainer/GradDiff.yaml; peer_harnesse
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from baselines.grad_ascent import GradAscent
-from benchmarks.methods import METHODS
+from benchmarks.methods import METHODS, TrainingMethod
 
 
 @METHODS.register("grad_diff")
 class GradDiff(GradAscent):
     """GA's forget loss; the config turns on the NLL retain term."""
+
+    search_space: ClassVar[dict[str, str]] = {
+        **GradAscent.search_space,
+        **TrainingMethod.RETAIN_WEIGHT,
+    }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 from importlib import resources
+from typing import ClassVar
 
 import torch
 
@@ -34,6 +35,11 @@ def refusals_for(records: list[QARecord], seed: int) -> list[str]:
 
 @METHODS.register("idk")
 class IDK(TrainingMethod):
+    search_space: ClassVar[dict[str, str]] = {
+        **TrainingMethod.search_space,
+        **TrainingMethod.RETAIN_WEIGHT,
+    }
+
     def forget_pairs(self, data, tokenizer, ctx) -> list[Pair]:
         refusals = refusals_for(data.forget, ctx.seed)
         return [

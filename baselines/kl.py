@@ -10,10 +10,17 @@ retain_loss_type=KL, γ=α=1 (peer_harnesses.md §2, §8).
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from baselines.grad_ascent import GradAscent
-from benchmarks.methods import METHODS
+from benchmarks.methods import METHODS, TrainingMethod
 
 
 @METHODS.register("kl")
 class GradAscentKL(GradAscent):
     """GA's forget loss; the config turns on the KL retain term (retain_loss=kl)."""
+
+    search_space: ClassVar[dict[str, str]] = {
+        **GradAscent.search_space,
+        **TrainingMethod.RETAIN_WEIGHT,
+    }

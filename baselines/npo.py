@@ -11,6 +11,7 @@ licong-lin/negative-preference-optimization TOFU/config/forget.yaml and open-unl
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +36,11 @@ class NPOConfig(MethodConfig):
 @METHODS.register("npo")
 class NPO(TrainingMethod):
     config_class = NPOConfig
+    search_space: ClassVar[dict[str, str]] = {
+        **TrainingMethod.search_space,
+        **TrainingMethod.RETAIN_WEIGHT,
+        "method.beta": "tag(log, interval(0.01, 1.0))",
+    }
 
     def forget_loss(self, model, batch, reference) -> torch.Tensor:
         beta = self.cfg.beta

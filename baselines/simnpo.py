@@ -11,6 +11,7 @@ forget10 (peer_harnesses.md §2, §8).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,12 @@ class SimNPOConfig(MethodConfig):
 @METHODS.register("simnpo")
 class SimNPO(TrainingMethod):
     config_class = SimNPOConfig
+    search_space: ClassVar[dict[str, str]] = {
+        **TrainingMethod.search_space,
+        **TrainingMethod.RETAIN_WEIGHT,
+        "method.beta": "interval(1.0, 10.0)",
+        "method.gamma": "interval(0.05, 1.0)",
+    }
 
     def forget_loss(self, model, batch, reference) -> torch.Tensor:
         beta, delta = self.cfg.beta, self.cfg.delta

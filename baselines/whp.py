@@ -20,6 +20,7 @@ import random
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -84,6 +85,10 @@ class WHPConfig(MethodConfig):
 @METHODS.register("whp")
 class WHP(TrainingMethod):
     config_class = WHPConfig
+    search_space: ClassVar[dict[str, str]] = {
+        **TrainingMethod.search_space,
+        "method.anchor_penalty": "interval(0.0, 10.0)",
+    }
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -49,6 +49,8 @@ class Method:
     ``config_class`` (a method with knobs of its own declares a subclass of MethodConfig)."""
 
     config_class: type[MethodConfig] = MethodConfig
+    #: What a tuner may vary: Hydra Optuna sweeper syntax by config key (empty: nothing to tune).
+    search_space: ClassVar[dict[str, str]] = {}
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
@@ -74,6 +76,13 @@ def qa_pairs(
 
 class TrainingMethod(Method):
     """A method that is a forget loss on the shared trainer; override the recipe hooks as needed."""
+
+    search_space: ClassVar[dict[str, str]] = {
+        "method.lr": "tag(log, interval(1e-6, 1e-4))",
+        "method.epochs": "range(1, 10)",
+    }
+    #: The retain weight, for methods that train a retain term.
+    RETAIN_WEIGHT: ClassVar[dict[str, str]] = {"method.alpha": "interval(0.1, 5.0)"}
 
     #: The retain term. None: the one named in the config (``retain_loss: nll | kl | none``); a
     #: method whose retain term is neither (RMU: MSE to the frozen model's hidden states)

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES
 from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException, MissingConfigException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from benchmarks.config import ConfigError, knob, refuse_secret_overrides, validate
 from benchmarks.data import DATASETS
@@ -182,3 +183,18 @@ def test_validate_checks_list_items_and_accepts_a_null_list() -> None:
     cfg.layers = [1, -2]
     with pytest.raises(ConfigError, match=r"layers\[1\]=-2 is out of range: it must be ≥ 0"):
         validate(cfg)
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_method_declares_a_search_space_over_its_own_keys(
+    make_cfg: Callable[..., DictConfig], name: str
+) -> None:
+    method = METHODS.get(name)
+    cfg = make_cfg(f"method={name}")
+    space = method.search_space
+    if name != "prompt":  # training-free: nothing to tune
+        assert "method.lr" in space, f"{name} declares no learning rate to tune"
+    overrides = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in space.items()])
+    assert all(o.is_sweep_override() for o in overrides), f"{name}: not sweeper syntax"
+    for key in space:
+        assert OmegaConf.select(cfg, key, default=MISSING) is not MISSING, f"{name}: no {key}"

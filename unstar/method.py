@@ -14,7 +14,7 @@ import json
 import logging
 from collections import defaultdict
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from omegaconf import OmegaConf
 
@@ -65,6 +65,12 @@ class UnSTARConfig(MethodConfig):
 @METHODS.register("unstar")
 class UnSTAR(Method):
     config_class = UnSTARConfig
+    search_space: ClassVar[dict[str, str]] = {
+        "method.lr": "tag(log, interval(1e-5, 1e-3))",
+        "method.epochs": "range(1, 6)",
+        "method.max_paraphrases": "range(0, 8)",
+        "method.max_iterations": "range(1, 5)",
+    }
 
     def unlearn(self, model, tokenizer, data, ctx) -> Unlearned:
         cfg = self.cfg
