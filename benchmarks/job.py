@@ -104,6 +104,7 @@ def run_job(
             return _reuse(*finished, path) if main else finished[0]
     if not main:
         # Another process of a distributed launch: it trains alongside the main one, no more.
+        validate(cfg)
         _run(cfg, output_dir, Tracker(), Timer(), estimate=False)
         return {"status": "ok", "method": cfg.method.name, "seed": cfg.seed, "job_key": key}
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -118,6 +119,7 @@ def run_job(
     tracker = Tracker()
     with _sigterm_raises():
         try:
+            validate(cfg)  # before W&B starts: a bad value fails in a second, recorded below
             tracker = Tracker.start(
                 cfg.tracking, config, output_dir, name=f"{cfg.method.name}-s{cfg.seed}", group=group
             )
@@ -279,7 +281,6 @@ def _reuse(results: dict[str, Any], source: Path, path: Path) -> dict[str, Any]:
 def _run(
     cfg: DictConfig, output_dir: Path, tracker: Tracker, timer: Timer, *, estimate: bool | None
 ) -> dict[str, Any]:
-    validate(cfg)
     TRUNCATED.clear()
     set_seed(cfg.seed)
     check_suite(cfg.eval)
