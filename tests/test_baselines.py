@@ -214,6 +214,8 @@ def test_reference_is_the_frozen_original_model(make_cfg, tiny, tmp_path, built)
     with torch.no_grad():
         trained = unlearned(**inputs).logits
     assert not torch.allclose(trained, original), "training should have changed the model"
+    # TRL patches forward on the instance; a copy of a model that kept it would run this one.
+    assert "forward" not in vars(unlearned)
 
 
 def test_prompt_keeps_the_weights_and_names_the_subjects(make_cfg, tiny, tmp_path) -> None:
