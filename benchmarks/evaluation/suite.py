@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import cached_property, partial
@@ -245,7 +245,8 @@ def run_suite(
 
 @FAMILIES.register("attacks")
 def attacks_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
-    """Leak rate and ROUGE-L recall under each configured attack; its rows join the generations."""
+    """Leak rates and ROUGE-L recall under each configured attack (its rows join the
+    generations), and the worst case over them (``robustness``)."""
     victim = Victim(
         model=suite.model(run),
         tokenizer=suite.tokenizer,
@@ -255,7 +256,12 @@ def attacks_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
         batch_size=suite.eval.batch_size,
     )
     leak_test = LeakTest.from_config(suite.eval.leak)
-    summary: dict[str, dict[str, float | None]] = {}
+    forget = suite.data.forget
+    plain = suite.answer(run, [run.prompter(suite.tokenizer, r.question) for r in forget])
+    greedy = dict(
+        zip((r.id for r in forget), leak_test.leaks([r.answer for r in forget], plain), strict=True)
+    )
+    summary: dict[str, dict[str, Any]] = {}
     for name, attack_cfg in suite.eval.attacks.items():
         with suite.timer(f"suite/attack:{name}/{run.label}"):
             probes = ATTACKS.get(name)(victim, suite.data, attack_cfg)
@@ -269,17 +275,56 @@ def attacks_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
                 "answer": p.record.answer,
                 "generation": p.generation,
                 "rougeL_recall": metrics.rougeL_recall(p.record.answer, p.generation),
-                "leak_rate": float(leak),
+                "leak_rate": float(leak),  # this answer's own leak
+                **({"setting": p.setting} if p.setting else {}),
             }
             for p, leak in zip(probes, leaks, strict=True)
         ]
         run.rows.extend(rows)
-        summary[name] = {
-            "leak_rate": _mean(r["leak_rate"] for r in rows),
-            "rougeL_recall": _mean(r["rougeL_recall"] for r in rows),
-            "n": len(rows),
-        }
-    return {"attacks": summary}
+        summary[name] = _attack_summary(rows, greedy)
+        for setting in dict.fromkeys(r["setting"] for r in rows if "setting" in r):
+            chosen = [r for r in rows if r.get("setting") == setting]
+            summary[name][setting] = _attack_summary(chosen, greedy)
+    greedy_leak = _mean(greedy.values())
+    robustness = {"greedy_leak_rate": greedy_leak, **worst_case(greedy_leak, summary)}
+    return {"attacks": summary, "robustness": robustness}
+
+
+def leak_summary(
+    ids: Sequence[str], leaks: Sequence[bool], greedy: Mapping[str, bool]
+) -> dict[str, float | None]:
+    """An attack's leak over the questions it asked (``ids``, one per answer; ``greedy``: whether
+    each question's plain greedy answer leaks). ``attacked_leak_rate``: the share of its answers
+    that leak; ``greedy_leak_rate``: the share of its questions whose greedy answer leaks;
+    ``leak_rate``: the share where the greedy answer or any attacked answer leaks. An attacker can
+    always ask plainly too, so an attack never reports less leak than no attack (relearning or
+    quantization that damage the model, a bad sample, must not hide a fact the model states)."""
+    worst = {i: greedy[i] for i in ids}
+    for i, leak in zip(ids, leaks, strict=True):
+        worst[i] = worst[i] or leak
+    return {
+        "leak_rate": _mean(worst.values()),
+        "attacked_leak_rate": _mean(leaks),
+        "greedy_leak_rate": _mean(greedy[i] for i in worst),
+    }
+
+
+def _attack_summary(rows: list[dict[str, Any]], greedy: Mapping[str, bool]) -> dict[str, Any]:
+    leaks = leak_summary([r["id"] for r in rows], [bool(r["leak_rate"]) for r in rows], greedy)
+    return {**leaks, "rougeL_recall": _mean(r["rougeL_recall"] for r in rows), "n": len(rows)}
+
+
+def worst_case(
+    greedy_leak: float | None, attacks: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The highest leak rate of plain greedy answers and of every attack that ran, and its
+    source: what an attacker with all of them gets out on the forget set."""
+    candidates = {"greedy": greedy_leak} | {n: s["leak_rate"] for n, s in attacks.items()}
+    known = {n: v for n, v in candidates.items() if v is not None}
+    if not known:
+        return {"worst_case_leak": None, "worst_case_attack": None}
+    source = max(known, key=known.__getitem__)
+    return {"worst_case_leak": known[source], "worst_case_attack": source}
 
 
 @FAMILIES.register("privacy")
