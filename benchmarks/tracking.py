@@ -30,6 +30,7 @@ SUMMARY_SECTIONS = (
     "tofu",
     "privacy",
     "fine_grained",
+    "multiple_choice",
 )
 VERSIONED = ("torch", "transformers", "peft", "trl", "sentence-transformers", "hydra-core", "wandb")
 

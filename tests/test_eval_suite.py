@@ -37,6 +37,7 @@ from benchmarks.evaluation.suite import (
     attacks_family,
     check_suite,
     leak_summary,
+    multiple_choice_family,
     tofu_family,
     worst_case,
 )
@@ -94,7 +95,10 @@ def test_a_job_with_the_full_suite_reports_every_family(
         privacy = results["privacy"][model]
         assert set(privacy["auc"]) == set(privacy["privleak"]) == set(MIA_SCORES.names())
         assert {"retention", "forgotten", "score"} <= set(results["fine_grained"][model])
-        for name in ("attacks", "privacy", "tofu", "criteria"):
+        choice = results["multiple_choice"][model]
+        assert set(choice) == {"forget", "hard_retain"}
+        assert set(choice["forget"]) == {"accuracy", "true_mass", "chance", "n"}
+        for name in ("attacks", "privacy", "tofu", "multiple_choice", "criteria"):
             assert f"suite/{name}/{model}" in results["timings_s"]
     assert set(results["privacy"]["reference"]["auc"]) == set(MIA_SCORES.names())
     assert results["data"]["counts"]["holdout"] == 10
@@ -444,3 +448,21 @@ def test_quantization_leaves_the_original_model_untouched(
         if isinstance(module, torch.nn.Linear) and module is not model.get_output_embeddings()
     }
     assert changed == linear
+
+
+def test_multiple_choice_tells_a_model_that_knows_the_answers_from_a_random_one(
+    make_cfg: Callable[..., DictConfig],
+) -> None:
+    cfg = make_cfg()
+    random_model, tokenizer = load_model(cfg.model, cache_dir(), "cpu")
+    trained, _, data = memorised(cfg)
+
+    def forget_choice(model: torch.nn.Module) -> dict[str, float]:
+        run = ModelRun("target", Prompter(), {}, [], model)
+        suite = make_suite(cfg, data, tokenizer, {"target": run})
+        return multiple_choice_family(suite, run)["multiple_choice"]["forget"]
+
+    known, guessed = forget_choice(trained), forget_choice(random_model)
+    assert known["n"] == guessed["n"] == len(data.forget) and known["chance"] == 0.25
+    assert known["accuracy"] == 1.0 and known["true_mass"] > 0.9, known
+    assert abs(guessed["true_mass"] - 0.25) < 0.05 and guessed["accuracy"] <= 0.5, guessed

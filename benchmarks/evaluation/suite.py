@@ -30,7 +30,7 @@ from benchmarks.evaluation.attacks import ATTACKS, Victim
 from benchmarks.evaluation.criteria import criteria, submetrics
 from benchmarks.evaluation.evaluate import METRICS
 from benchmarks.evaluation.fine_grained import fine_grained
-from benchmarks.evaluation.generation import generate
+from benchmarks.evaluation.generation import answer_logprobs, generate
 from benchmarks.evaluation.judges import JUDGES, Judge, Judged, JudgeEnv, JudgeError, build_judge
 from benchmarks.evaluation.leak import LeakTest
 from benchmarks.evaluation.privacy import forget_vs_holdout_aucs, privleak
@@ -51,7 +51,7 @@ PhaseTimer = Callable[[str], AbstractContextManager[None]]
 
 #: Families run in this order whatever order ``eval.suite`` lists them in: criteria read the
 #: attack rows.
-ORDER = ("attacks", "privacy", "tofu", "fine_grained", "criteria")
+ORDER = ("attacks", "privacy", "tofu", "fine_grained", "multiple_choice", "criteria")
 
 #: The views and per-question metrics each family reads from ``evaluate_model``'s rows.
 NEEDS: dict[str, tuple[set[str], set[str]]] = {
@@ -369,6 +369,51 @@ def fine_grained_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
     has them)."""
     result = fine_grained(run.rows, suite.runs["target"].rows)
     return {"fine_grained": result or {"skipped": "no kept facts of forgotten persons in the data"}}
+
+
+#: The views the multiple-choice probe asks: the forgotten facts and, for contrast, kept ones.
+CHOICE_VIEWS = ("forget", "hard_retain")
+
+
+@FAMILIES.register("multiple_choice")
+def multiple_choice_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
+    """Multiple choice between the true answer and the record's perturbed (wrong) answers, per
+    view: ``accuracy``, how often the true answer is the most likely option, and ``true_mass``,
+    its share of the options' probability (``chance``: what a model that cannot tell them apart
+    gets). Free generation can hide a fact that the model still recognises among options."""
+    options = [
+        (view, r, answer)
+        for view in CHOICE_VIEWS
+        for r in suite.data.with_role(view)
+        if r.perturbed_answers
+        for answer in (r.answer, *r.perturbed_answers)
+    ]
+    scores = answer_logprobs(
+        suite.model(run),
+        suite.tokenizer,
+        [run.prompter(suite.tokenizer, r.question) for _, r, _ in options],
+        [answer for *_, answer in options],
+        batch_size=suite.eval.batch_size,
+        desc=f"suite {run.label}: multiple choice",
+    )
+    by_question: dict[tuple[str, str], list[np.ndarray]] = defaultdict(list)
+    for (view, record, _), score in zip(options, scores, strict=True):
+        by_question[view, record.id].append(score)
+    picks: dict[str, list[tuple[bool, float, float]]] = defaultdict(list)
+    for (view, _), (true_lp, *perturbed_lp) in by_question.items():
+        picks[view].append(
+            (*metrics.multiple_choice(true_lp, perturbed_lp), 1 / (1 + len(perturbed_lp)))
+        )
+    result = {
+        view: {
+            "accuracy": _mean(correct for correct, _, _ in chosen),
+            "true_mass": _mean(mass for _, mass, _ in chosen),
+            "chance": _mean(chance for *_, chance in chosen),
+            "n": len(chosen),
+        }
+        for view, chosen in picks.items()
+    }
+    return {"multiple_choice": result or {"skipped": "no records with perturbed answers"}}
 
 
 @FAMILIES.register("criteria")
