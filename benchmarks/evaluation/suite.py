@@ -1,5 +1,6 @@
-"""The evaluation suite beyond the per-view means: attacks, membership inference, TOFU's
-metrics, fine-grained retention and the five WPU criteria (``eval.suite`` selects them).
+"""The evaluation suite beyond the per-view means: attacks (and the worst case over them),
+membership inference, TOFU's metrics, fine-grained retention, a multiple-choice probe and the five
+WPU criteria (``eval.suite`` selects them).
 
 Each family runs for the target and the unlearned model, starting from the rows
 :func:`~benchmarks.evaluation.evaluate.evaluate_model` already produced: the judge reads those
@@ -52,6 +53,11 @@ PhaseTimer = Callable[[str], AbstractContextManager[None]]
 #: Families run in this order whatever order ``eval.suite`` lists them in: criteria read the
 #: attack rows.
 ORDER = ("attacks", "privacy", "tofu", "fine_grained", "multiple_choice", "criteria")
+
+#: Bumped when what the families report changes (2: attack leak rates never below the greedy
+#: ones, ``robustness``), so that a target's suite results cached by older code, which lack the new
+#: keys, are computed anew rather than read.
+RESULTS_VERSION = 2
 
 #: The views and per-question metrics each family reads from ``evaluate_model``'s rows.
 NEEDS: dict[str, tuple[set[str], set[str]]] = {
@@ -218,7 +224,7 @@ def run_suite(
     for run in runs.values():
         if run is target and target_cache is not None:
             saved, _ = cached_json(
-                target_cache,
+                target_cache.with_name(f"{target_cache.stem}-v{RESULTS_VERSION}.json"),
                 lambda run=run: {"results": suite.evaluate(run), "rows": run.rows},
                 keep=lambda _: not suite.errors,
             )
