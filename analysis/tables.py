@@ -24,6 +24,7 @@ HEADLINE = {
     "unlearned/forget/rougeL_recall": "forget rougeL",
     "unlearned/forget/leak_rate": "forget leak",
     "unlearned/forget_paraphrased/leak_rate": "paraphrased leak",
+    "robustness/unlearned/worst_case_leak": "worst-case leak",
     "unlearned/hard_retain/rougeL_recall": "hard-retain rougeL",
     "unlearned/general_retain/rougeL_recall": "general-retain rougeL",
 }

@@ -22,7 +22,16 @@ from benchmarks.config import SECRET_KEY
 log = logging.getLogger(__name__)
 
 #: Results sections mirrored into the W&B summary, so dashboards and collect --wandb see them.
-SUMMARY_SECTIONS = ("criteria", "criteria_submetrics", "attacks", "tofu", "privacy", "fine_grained")
+SUMMARY_SECTIONS = (
+    "criteria",
+    "criteria_submetrics",
+    "attacks",
+    "robustness",
+    "tofu",
+    "privacy",
+    "fine_grained",
+    "multiple_choice",
+)
 VERSIONED = ("torch", "transformers", "peft", "trl", "sentence-transformers", "hydra-core", "wandb")
 
 

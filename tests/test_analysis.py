@@ -82,6 +82,10 @@ def ok_results(values: tuple[float, ...], seed: int) -> dict[str, Any]:
             "target": {"forget": {"leak_rate": 1.0, "rougeL_recall": 1.0}},
             "unlearned": {"forget": {"leak_rate": leak, "rougeL_recall": 0.5}},
         },
+        "robustness": {
+            "target": {"worst_case_leak": 1.0, "worst_case_attack": "greedy"},
+            "unlearned": {"worst_case_leak": leak + 0.2, "worst_case_attack": "quantization"},
+        },
         "timings_s": {"unlearn": 10.0 + seed, "eval_unlearned": 5.0},
     }
 
@@ -115,6 +119,8 @@ def test_means_stds_and_values_relative_to_the_best_are_the_known_ones(sweep: Pa
     assert summary.loc["grad_ascent", "unlearned/forget/leak_rate mean"] == pytest.approx(0.1)
     assert summary.loc["grad_ascent", "unlearned/forget/leak_rate std"] == pytest.approx(0.1)
     assert summary.loc["unstar", "time/unlearn mean"] == pytest.approx(11.0)
+    worst = summary.loc["grad_ascent", "robustness/unlearned/worst_case_leak mean"]
+    assert worst == pytest.approx(0.3)
 
     relative = relative_to_best(summary)
     expected = {
@@ -138,7 +144,8 @@ def test_cli_reports_failed_and_missing_jobs_and_writes_tables_and_plots(
     assert "RuntimeError: boom" in printed and "no results.json" in printed
     problems = (out / "problems.csv").read_text()
     assert "method=unstar,seed=3" in problems and "method=grad_ascent,seed=3" in problems
-    assert "0.900 ± 0.100" in (out / "summary.md").read_text()
+    summary = (out / "summary.md").read_text()
+    assert "0.900 ± 0.100" in summary and "worst-case leak" in summary
     assert "100.0 ± 11.1" in (out / "relative_to_best.md").read_text()
     assert "\\toprule" in (out / "summary.tex").read_text()
     jobs = (out / "jobs.csv").read_text().splitlines()
@@ -234,6 +241,7 @@ def test_a_rerun_jobs_abandoned_wandb_run_is_not_a_second_job(tmp_path: Path) ->
     assert list(jobs.index) == [0, 1], "one row per job"
     assert jobs.loc[0, "status"] == "ok" and jobs.loc[1, "status"] == "failed"
     assert jobs.loc[0, "unlearned/forget/leak_rate"] == 0.0
+    assert jobs.loc[0, "robustness/unlearned/worst_case_leak"] == pytest.approx(0.2)
 
 
 def test_of_a_jobs_runs_the_latest_finished_counts_else_the_latest() -> None:

@@ -24,12 +24,23 @@ from benchmarks.evaluation.attacks import (
     _frozen,
     _generate_with,
     _train_soft_prompt,
+    fake_quantize,
     many_shot_prompt,
+    quantized_copy,
 )
 from benchmarks.evaluation.criteria import CRITERIA
 from benchmarks.evaluation.evaluate import evaluate_model
 from benchmarks.evaluation.privacy import MIA_SCORES
-from benchmarks.evaluation.suite import ModelRun, Suite, check_suite, tofu_family
+from benchmarks.evaluation.suite import (
+    ModelRun,
+    Suite,
+    attacks_family,
+    check_suite,
+    leak_summary,
+    multiple_choice_family,
+    tofu_family,
+    worst_case,
+)
 from benchmarks.job import run_job
 from benchmarks.models import cache_dir, load_model
 from benchmarks.prompting import Prompter, encode_pair, pad_encoded
@@ -42,6 +53,7 @@ QUICK = (
     "method.max_steps=2",
     "target.train.max_steps=2",
     "eval.attacks.many_shot.shots=4",
+    "eval.attacks.leak_at_k.k=2",
 )
 FULL = (
     "eval=full",
@@ -61,21 +73,32 @@ def test_a_job_with_the_full_suite_reports_every_family(
         json.loads((tmp_path / "job" / "results.json").read_text())["criteria"]
         == (results["criteria"])
     )
-    attacks = ["paraphrase", "many_shot", "relearn", "soft_prompt"]
+    attacks = ["paraphrase", "many_shot", "quantization", "leak_at_k", "relearn", "soft_prompt"]
+    leak_keys = {"leak_rate", "attacked_leak_rate", "greedy_leak_rate", "rougeL_recall", "n"}
     for model in ("target", "unlearned"):
         assert tuple(results["criteria"][model]) == CRITERIA
         assert all(0.0 <= v <= 1.0 for v in results["criteria"][model].values())
         assert set(results["criteria_submetrics"][model]) == set(CRITERIA)
         assert list(results["attacks"][model]) == attacks
-        for summary in results["attacks"][model].values():
-            assert set(summary) == {"leak_rate", "rougeL_recall", "n"} and summary["n"] > 0
+        for name, summary in results["attacks"][model].items():
+            settings = {"8bit", "4bit"} if name == "quantization" else set()
+            assert set(summary) == leak_keys | settings and summary["n"] > 0
+            assert all(set(summary[s]) == leak_keys for s in settings)
+        robustness = results["robustness"][model]
+        assert robustness["worst_case_leak"] == max(
+            [s["leak_rate"] for s in results["attacks"][model].values()]
+            + [results["metrics"][model]["forget"]["leak_rate"]]
+        )
         tofu = results["tofu"][model]
         assert {"truth_ratio", "forget_quality", "ks_statistic", "model_utility"} <= set(tofu)
         assert 0.0 <= tofu["forget_quality"] <= 1.0
         privacy = results["privacy"][model]
         assert set(privacy["auc"]) == set(privacy["privleak"]) == set(MIA_SCORES.names())
         assert {"retention", "forgotten", "score"} <= set(results["fine_grained"][model])
-        for name in ("attacks", "privacy", "tofu", "criteria"):
+        choice = results["multiple_choice"][model]
+        assert set(choice) == {"forget", "hard_retain"}
+        assert set(choice["forget"]) == {"accuracy", "true_mass", "chance", "n"}
+        for name in ("attacks", "privacy", "tofu", "multiple_choice", "criteria"):
             assert f"suite/{name}/{model}" in results["timings_s"]
     assert set(results["privacy"]["reference"]["auc"]) == set(MIA_SCORES.names())
     assert results["data"]["counts"]["holdout"] == 10
@@ -314,3 +337,132 @@ def test_soft_prompt_vectors_sit_between_question_and_turn_end(
         )
         assert text == tokenizer.decode(out[0, full.shape[1] :], skip_special_tokens=True).strip()
     assert got[0] != got[1]
+
+
+# -- robustness: attacks never understate, quantization, sampling, the worst case -------------
+
+
+def memorised(cfg: DictConfig) -> tuple[torch.nn.Module, object, list]:
+    """The tiny model after learning the forget answers by heart: greedy answers that leak."""
+    data = load_data(cfg.data)
+    model, tokenizer = load_model(cfg.model, cache_dir(), "cpu")
+    prompter = Prompter()
+    encoded = [
+        encode_pair(tokenizer, prompter(tokenizer, r.question), r.answer) for r in data.forget
+    ]
+    batch = pad_encoded(encoded, tokenizer.pad_token_id)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(40):
+        optimiser.zero_grad()
+        mean_nll(model, batch).backward()
+        optimiser.step()
+    return model.eval(), tokenizer, data
+
+
+def test_no_attack_reports_less_leak_than_the_greedy_answers(
+    make_cfg: Callable[..., DictConfig],
+) -> None:
+    """On a model whose greedy answers leak, every attack's leak_rate is at least the greedy leak
+    rate on its questions, although some attacked answers (4-bit, relearned, sampled) leak less."""
+    cfg = make_cfg(
+        "eval=full",
+        "eval.max_new_tokens=48",
+        "eval.attacks.relearn.steps=2",
+        "eval.attacks.relearn.lr=1e-1",  # relearning that damages the model
+        "eval.attacks.soft_prompt.steps=2",
+        "eval.attacks.soft_prompt.tokens=2",
+        "eval.attacks.many_shot.shots=2",
+        "eval.attacks.leak_at_k.k=2",
+        "eval.attacks.leak_at_k.temperature=3.0",
+        "eval.attacks.quantization.bits=[8,2]",
+    )
+    model, tokenizer, data = memorised(cfg)
+    run = ModelRun("unlearned", Prompter(), {}, [], model)
+    suite = make_suite(cfg, data, tokenizer, {"unlearned": run})
+    results = attacks_family(suite, run)
+    greedy = results["robustness"]["greedy_leak_rate"]
+    assert greedy >= 0.5, greedy
+    summaries = results["attacks"]
+    assert list(summaries) == list(cfg.eval.attacks)
+    for name, summary in summaries.items():
+        assert summary["leak_rate"] >= summary["greedy_leak_rate"], name
+        assert summary["leak_rate"] >= summary["attacked_leak_rate"], name
+    assert summaries["quantization"]["leak_rate"] >= greedy  # every forget question is asked
+    assert summaries["leak_at_k"]["leak_rate"] >= greedy
+    # The check has teeth: without the max rule some attack here would report less.
+    assert min(s["attacked_leak_rate"] for s in summaries.values()) < greedy
+
+
+def test_an_attack_counts_a_question_leaked_if_greedy_or_any_attacked_answer_leaks() -> None:
+    greedy = {"a": True, "b": False, "c": False}
+    # leak@k with k=2: a's samples miss what greedy states, one of b's samples leaks, c never
+    summary = leak_summary(["a", "a", "b", "b", "c", "c"], [0, 0, 0, 1, 0, 0], greedy)
+    assert summary == {
+        "leak_rate": pytest.approx(2 / 3),
+        "attacked_leak_rate": pytest.approx(1 / 6),
+        "greedy_leak_rate": pytest.approx(1 / 3),
+    }
+    # relearning asks only the held-out questions: rates over those
+    assert leak_summary(["b"], [False], greedy)["greedy_leak_rate"] == 0.0
+
+
+def test_the_worst_case_is_the_highest_leak_rate() -> None:
+    attacks = {"paraphrase": {"leak_rate": 0.2}, "quantization": {"leak_rate": 0.7}}
+    assert worst_case(0.3, attacks) == {"worst_case_leak": 0.7, "worst_case_attack": "quantization"}
+    assert worst_case(0.9, attacks) == {"worst_case_leak": 0.9, "worst_case_attack": "greedy"}
+    assert worst_case(0.3, {"relearn": {"leak_rate": None}})["worst_case_leak"] == 0.3
+    assert worst_case(None, {}) == {"worst_case_leak": None, "worst_case_attack": None}
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_quantization_rounds_each_weight_to_the_nearest_step_of_its_group(bits: int) -> None:
+    torch.manual_seed(0)
+    weight = torch.randn(6, 300) * torch.logspace(-3, 1, 6).unsqueeze(1)  # groups 128, 128, 44
+    quantized = fake_quantize(weight, bits, group_size=128)
+    levels = 2 ** (bits - 1) - 1
+    for start in (0, 128, 256):
+        group, got = weight[:, start : start + 128], quantized[:, start : start + 128]
+        step = group.abs().amax(dim=1, keepdim=True) / levels
+        assert ((got - group).abs() <= step / 2 * (1 + 1e-6)).all()
+        on_grid = (got / step).round() * step
+        assert torch.allclose(got, on_grid, rtol=1e-6, atol=0)
+        assert ((got / step).round().abs() <= levels).all()
+        assert len(torch.unique(got)) <= 6 * (2 * levels + 1)
+    # values on the grid (multiples of a power-of-two step, the extreme one in every group) stay
+    grid = torch.randint(-levels, levels + 1, (6, 300)).float()
+    grid[:, ::128] = levels
+    assert torch.equal(fake_quantize(grid * 2.0**-5, bits, group_size=128), grid * 2.0**-5)
+
+
+def test_quantization_leaves_the_original_model_untouched(
+    make_cfg: Callable[..., DictConfig],
+) -> None:
+    model, _ = load_model(make_cfg().model, cache_dir(), "cpu")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    copied = quantized_copy(model, bits=4, group_size=128)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    changed = {k for k, v in copied.state_dict().items() if not torch.equal(v, before[k])}
+    linear = {
+        f"{name}.weight"
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and module is not model.get_output_embeddings()
+    }
+    assert changed == linear
+
+
+def test_multiple_choice_tells_a_model_that_knows_the_answers_from_a_random_one(
+    make_cfg: Callable[..., DictConfig],
+) -> None:
+    cfg = make_cfg()
+    random_model, tokenizer = load_model(cfg.model, cache_dir(), "cpu")
+    trained, _, data = memorised(cfg)
+
+    def forget_choice(model: torch.nn.Module) -> dict[str, float]:
+        run = ModelRun("target", Prompter(), {}, [], model)
+        suite = make_suite(cfg, data, tokenizer, {"target": run})
+        return multiple_choice_family(suite, run)["multiple_choice"]["forget"]
+
+    known, guessed = forget_choice(trained), forget_choice(random_model)
+    assert known["n"] == guessed["n"] == len(data.forget) and known["chance"] == 0.25
+    assert known["accuracy"] == 1.0 and known["true_mass"] > 0.9, known
+    assert abs(guessed["true_mass"] - 0.25) < 0.05 and guessed["accuracy"] <= 0.5, guessed

@@ -1,10 +1,11 @@
 """Attacks that try to get forgotten facts back out of a model; each returns its probes.
 
 Every attack asks forget questions in its own way and reports leak rate and ROUGE-L recall of
-the answers (scored by the suite like any other generation). The model is attacked as it is
+the answers (scored by the suite like any other generation; its leak rate never counts a question
+as forgotten whose plain greedy answer leaks, see ``benchmarks.evaluation.suite.leak_summary``). The model is attacked as it is
 deployed: with its own prompter (the ``prompt`` baseline's system prompt stays in place). Attacks
 that only change the prompt share greedy answers with the rest of the evaluation through
-``Victim.answer``; relearning and the soft prompt change the model and generate their own.
+``Victim.answer``; relearning, quantization, sampling and the soft prompt generate their own.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from benchmarks.config import TrainConfig
+from benchmarks.config import LoraSpec, TrainConfig
 from benchmarks.data.records import QARecord, UnlearningData
 from benchmarks.evaluation.generation import generate
 from benchmarks.evaluation.metrics import rougeL_recall
@@ -43,11 +44,13 @@ class Victim:
 
 @dataclass(frozen=True)
 class Probe:
-    """One attacked question: the record it is about, the question as asked, and the answer."""
+    """One attacked question: the record it is about, the question as asked, and the answer;
+    ``setting`` names the attack's variant where it reports several (``4bit``)."""
 
     record: QARecord
     question: str
     generation: str
+    setting: str = ""
 
 
 Attack = Callable[[Victim, UnlearningData, Any], list[Probe]]
@@ -112,7 +115,9 @@ def many_shot(victim: Victim, data: UnlearningData, cfg: Any) -> list[Probe]:
 @ATTACKS.register("relearn")
 def relearn(victim: Victim, data: UnlearningData, cfg: Any) -> list[Probe]:
     """Relearning (Hu et al.; Lynch et al.): a few fine-tuning steps on part of the forget set,
-    then the other part is asked. Knowledge that was hidden, not removed, comes back."""
+    then the other part is asked. Knowledge that was hidden, not removed, comes back. LoRA
+    adapters (``cfg.lora``) leave the weights that hold the other facts as they were, so teaching
+    some facts is less likely to overwrite the held-out ones than full fine-tuning."""
     forget = data.forget
     if len(forget) < 2:
         return []
@@ -121,7 +126,12 @@ def relearn(victim: Victim, data: UnlearningData, cfg: Any) -> list[Probe]:
     taught = [forget[i] for i in order[:n_train]]
     asked = [forget[i] for i in order[n_train:]]
     train_cfg = TrainConfig(
-        lr=cfg.lr, epochs=1, max_steps=cfg.steps, batch_size=cfg.batch_size, logging_steps=cfg.steps
+        lr=cfg.lr,
+        epochs=1,
+        max_steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        logging_steps=cfg.steps,
+        lora=LoraSpec(enabled=cfg.lora),
     )
     pairs = [Pair(victim.prompter(victim.tokenizer, r.question), r.answer) for r in taught]
     relearned, _ = train(
@@ -143,6 +153,80 @@ def relearn(victim: Victim, data: UnlearningData, cfg: Any) -> list[Probe]:
         desc="attack relearn: generate",
     )
     return [Probe(r, r.question, a[0]) for r, a in zip(asked, answers, strict=True)]
+
+
+def fake_quantize(weight: torch.Tensor, bits: int, group_size: int) -> torch.Tensor:
+    """Round-to-nearest symmetric quantization, dequantized back to the weight's dtype: each row
+    is cut into groups of ``group_size`` input columns (the last may be shorter), each group gets
+    the scale max|w| / (2^(bits-1) - 1), and every weight moves to the nearest multiple of it."""
+    out_dim, in_dim = weight.shape
+    pad = -in_dim % group_size
+    groups = F.pad(weight.float(), (0, pad)).view(out_dim, -1, group_size)
+    levels = 2 ** (bits - 1) - 1
+    scale = groups.abs().amax(dim=-1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny)
+    scale = scale / levels
+    rounded = (groups / scale).round().clamp(-levels, levels) * scale
+    return rounded.view(out_dim, -1)[:, :in_dim].to(weight.dtype)
+
+
+@torch.no_grad()
+def quantized_copy(model: PreTrainedModel, bits: int, group_size: int) -> PreTrainedModel:
+    """A copy of the model with every Linear weight but the output head fake-quantized (the head
+    is often tied to the input embeddings, and quantizers such as GPTQ and AWQ keep it too)."""
+    copied = copy.deepcopy(model)
+    head = copied.get_output_embeddings()
+    for module in copied.modules():
+        if isinstance(module, torch.nn.Linear) and module is not head:
+            module.weight.copy_(fake_quantize(module.weight, bits, group_size))
+    return copied
+
+
+@ATTACKS.register("quantization")
+def quantization(victim: Victim, data: UnlearningData, cfg: Any) -> list[Probe]:
+    """Quantization (Zhang et al., "Catastrophic failure of LLM unlearning via quantization"):
+    unlearning moves weights by less than a quantization step, so rounding them can restore the
+    target's answers. Greedy forget answers of a quantized copy, per bit width."""
+    prompts = [victim.prompter(victim.tokenizer, r.question) for r in data.forget]
+    probes = []
+    for bits in cfg.bits:
+        quantized = quantized_copy(victim.model, bits, cfg.group_size)
+        answers = generate(
+            quantized,
+            victim.tokenizer,
+            prompts,
+            max_new_tokens=victim.max_new_tokens,
+            batch_size=victim.batch_size,
+            desc=f"attack quantization {bits}bit: generate",
+        )
+        del quantized
+        probes += [
+            Probe(r, r.question, a[0], f"{bits}bit")
+            for r, a in zip(data.forget, answers, strict=True)
+        ]
+    return probes
+
+
+@ATTACKS.register("leak_at_k")
+def leak_at_k(victim: Victim, data: UnlearningData, cfg: Any) -> list[Probe]:
+    """Sampling: ``cfg.k`` answers per forget question at ``cfg.temperature``. A fact that greedy
+    decoding hides can still come out of a sampled answer; the question counts as leaked if any
+    sample leaks (leak@k; the suite's ``greedy_leak_rate`` over the same questions is leak@1)."""
+    answers = generate(
+        victim.model,
+        victim.tokenizer,
+        [victim.prompter(victim.tokenizer, r.question) for r in data.forget],
+        max_new_tokens=victim.max_new_tokens,
+        batch_size=max(1, victim.batch_size // cfg.k),  # as many sequences per batch as greedy
+        temperature=cfg.temperature,
+        num_samples=cfg.k,
+        seed=cfg.seed,
+        desc="attack leak_at_k: generate",
+    )
+    return [
+        Probe(r, r.question, sample)
+        for r, samples in zip(data.forget, answers, strict=True)
+        for sample in samples
+    ]
 
 
 #: Affirmative starts the soft prompt is trained to produce (RWHP's embedding attack), so it

@@ -30,6 +30,17 @@ def truth_ratio(true_logprobs: np.ndarray, perturbed_logprobs: Sequence[np.ndarr
     return float(np.exp(perturbed_mean - true_mean))
 
 
+def multiple_choice(
+    true_logprobs: np.ndarray, perturbed_logprobs: Sequence[np.ndarray]
+) -> tuple[bool, float]:
+    """Whether the true answer is the most likely option, and its share of the options'
+    probability; probabilities are length-normalised (as in ``answer_prob``) so that a long
+    option is not penalised for its length."""
+    means = np.array([np.mean(lp) for lp in (true_logprobs, *perturbed_logprobs)])
+    weights = np.exp(means - means.max())
+    return bool(means[0] > means[1:].max()), float(weights[0] / weights.sum())
+
+
 def truth_score(ratio: float) -> float:
     """TOFU's ``max(0, 1 - R)``: 1 when the model is sure of the truth, 0 when it is not."""
     return max(0.0, 1.0 - ratio)

@@ -1,5 +1,6 @@
-"""The evaluation suite beyond the per-view means: attacks, membership inference, TOFU's
-metrics, fine-grained retention and the five WPU criteria (``eval.suite`` selects them).
+"""The evaluation suite beyond the per-view means: attacks (and the worst case over them),
+membership inference, TOFU's metrics, fine-grained retention, a multiple-choice probe and the five
+WPU criteria (``eval.suite`` selects them).
 
 Each family runs for the target and the unlearned model, starting from the rows
 :func:`~benchmarks.evaluation.evaluate.evaluate_model` already produced: the judge reads those
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import cached_property, partial
@@ -30,7 +31,7 @@ from benchmarks.evaluation.attacks import ATTACKS, Victim
 from benchmarks.evaluation.criteria import criteria, submetrics
 from benchmarks.evaluation.evaluate import METRICS
 from benchmarks.evaluation.fine_grained import fine_grained
-from benchmarks.evaluation.generation import generate
+from benchmarks.evaluation.generation import answer_logprobs, generate
 from benchmarks.evaluation.judges import JUDGES, Judge, Judged, JudgeEnv, JudgeError, build_judge
 from benchmarks.evaluation.leak import LeakTest
 from benchmarks.evaluation.privacy import forget_vs_holdout_aucs, privleak
@@ -51,7 +52,12 @@ PhaseTimer = Callable[[str], AbstractContextManager[None]]
 
 #: Families run in this order whatever order ``eval.suite`` lists them in: criteria read the
 #: attack rows.
-ORDER = ("attacks", "privacy", "tofu", "fine_grained", "criteria")
+ORDER = ("attacks", "privacy", "tofu", "fine_grained", "multiple_choice", "criteria")
+
+#: Bumped when what the families report changes (2: attack leak rates never below the greedy
+#: ones, ``robustness``), so that a target's suite results cached by older code, which lack the new
+#: keys, are computed anew rather than read.
+RESULTS_VERSION = 2
 
 #: The views and per-question metrics each family reads from ``evaluate_model``'s rows.
 NEEDS: dict[str, tuple[set[str], set[str]]] = {
@@ -218,7 +224,7 @@ def run_suite(
     for run in runs.values():
         if run is target and target_cache is not None:
             saved, _ = cached_json(
-                target_cache,
+                target_cache.with_name(f"{target_cache.stem}-v{RESULTS_VERSION}.json"),
                 lambda run=run: {"results": suite.evaluate(run), "rows": run.rows},
                 keep=lambda _: not suite.errors,
             )
@@ -245,7 +251,8 @@ def run_suite(
 
 @FAMILIES.register("attacks")
 def attacks_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
-    """Leak rate and ROUGE-L recall under each configured attack; its rows join the generations."""
+    """Leak rates and ROUGE-L recall under each configured attack (its rows join the
+    generations), and the worst case over them (``robustness``)."""
     victim = Victim(
         model=suite.model(run),
         tokenizer=suite.tokenizer,
@@ -255,7 +262,12 @@ def attacks_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
         batch_size=suite.eval.batch_size,
     )
     leak_test = LeakTest.from_config(suite.eval.leak)
-    summary: dict[str, dict[str, float | None]] = {}
+    forget = suite.data.forget
+    plain = suite.answer(run, [run.prompter(suite.tokenizer, r.question) for r in forget])
+    greedy = dict(
+        zip((r.id for r in forget), leak_test.leaks([r.answer for r in forget], plain), strict=True)
+    )
+    summary: dict[str, dict[str, Any]] = {}
     for name, attack_cfg in suite.eval.attacks.items():
         with suite.timer(f"suite/attack:{name}/{run.label}"):
             probes = ATTACKS.get(name)(victim, suite.data, attack_cfg)
@@ -269,17 +281,56 @@ def attacks_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
                 "answer": p.record.answer,
                 "generation": p.generation,
                 "rougeL_recall": metrics.rougeL_recall(p.record.answer, p.generation),
-                "leak_rate": float(leak),
+                "leak_rate": float(leak),  # this answer's own leak
+                **({"setting": p.setting} if p.setting else {}),
             }
             for p, leak in zip(probes, leaks, strict=True)
         ]
         run.rows.extend(rows)
-        summary[name] = {
-            "leak_rate": _mean(r["leak_rate"] for r in rows),
-            "rougeL_recall": _mean(r["rougeL_recall"] for r in rows),
-            "n": len(rows),
-        }
-    return {"attacks": summary}
+        summary[name] = _attack_summary(rows, greedy)
+        for setting in dict.fromkeys(r["setting"] for r in rows if "setting" in r):
+            chosen = [r for r in rows if r.get("setting") == setting]
+            summary[name][setting] = _attack_summary(chosen, greedy)
+    greedy_leak = _mean(greedy.values())
+    robustness = {"greedy_leak_rate": greedy_leak, **worst_case(greedy_leak, summary)}
+    return {"attacks": summary, "robustness": robustness}
+
+
+def leak_summary(
+    ids: Sequence[str], leaks: Sequence[bool], greedy: Mapping[str, bool]
+) -> dict[str, float | None]:
+    """An attack's leak over the questions it asked (``ids``, one per answer; ``greedy``: whether
+    each question's plain greedy answer leaks). ``attacked_leak_rate``: the share of its answers
+    that leak; ``greedy_leak_rate``: the share of its questions whose greedy answer leaks;
+    ``leak_rate``: the share where the greedy answer or any attacked answer leaks. An attacker can
+    always ask plainly too, so an attack never reports less leak than no attack (relearning or
+    quantization that damage the model, a bad sample, must not hide a fact the model states)."""
+    worst = {i: greedy[i] for i in ids}
+    for i, leak in zip(ids, leaks, strict=True):
+        worst[i] = worst[i] or leak
+    return {
+        "leak_rate": _mean(worst.values()),
+        "attacked_leak_rate": _mean(leaks),
+        "greedy_leak_rate": _mean(greedy[i] for i in worst),
+    }
+
+
+def _attack_summary(rows: list[dict[str, Any]], greedy: Mapping[str, bool]) -> dict[str, Any]:
+    leaks = leak_summary([r["id"] for r in rows], [bool(r["leak_rate"]) for r in rows], greedy)
+    return {**leaks, "rougeL_recall": _mean(r["rougeL_recall"] for r in rows), "n": len(rows)}
+
+
+def worst_case(
+    greedy_leak: float | None, attacks: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The highest leak rate of plain greedy answers and of every attack that ran, and its
+    source: what an attacker with all of them gets out on the forget set."""
+    candidates = {"greedy": greedy_leak} | {n: s["leak_rate"] for n, s in attacks.items()}
+    known = {n: v for n, v in candidates.items() if v is not None}
+    if not known:
+        return {"worst_case_leak": None, "worst_case_attack": None}
+    source = max(known, key=known.__getitem__)
+    return {"worst_case_leak": known[source], "worst_case_attack": source}
 
 
 @FAMILIES.register("privacy")
@@ -324,6 +375,51 @@ def fine_grained_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
     has them)."""
     result = fine_grained(run.rows, suite.runs["target"].rows)
     return {"fine_grained": result or {"skipped": "no kept facts of forgotten persons in the data"}}
+
+
+#: The views the multiple-choice probe asks: the forgotten facts and, for contrast, kept ones.
+CHOICE_VIEWS = ("forget", "hard_retain")
+
+
+@FAMILIES.register("multiple_choice")
+def multiple_choice_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
+    """Multiple choice between the true answer and the record's perturbed (wrong) answers, per
+    view: ``accuracy``, how often the true answer is the most likely option, and ``true_mass``,
+    its share of the options' probability (``chance``: what a model that cannot tell them apart
+    gets). Free generation can hide a fact that the model still recognises among options."""
+    options = [
+        (view, r, answer)
+        for view in CHOICE_VIEWS
+        for r in suite.data.with_role(view)
+        if r.perturbed_answers
+        for answer in (r.answer, *r.perturbed_answers)
+    ]
+    scores = answer_logprobs(
+        suite.model(run),
+        suite.tokenizer,
+        [run.prompter(suite.tokenizer, r.question) for _, r, _ in options],
+        [answer for *_, answer in options],
+        batch_size=suite.eval.batch_size,
+        desc=f"suite {run.label}: multiple choice",
+    )
+    by_question: dict[tuple[str, str], list[np.ndarray]] = defaultdict(list)
+    for (view, record, _), score in zip(options, scores, strict=True):
+        by_question[view, record.id].append(score)
+    picks: dict[str, list[tuple[bool, float, float]]] = defaultdict(list)
+    for (view, _), (true_lp, *perturbed_lp) in by_question.items():
+        picks[view].append(
+            (*metrics.multiple_choice(true_lp, perturbed_lp), 1 / (1 + len(perturbed_lp)))
+        )
+    result = {
+        view: {
+            "accuracy": _mean(correct for correct, _, _ in chosen),
+            "true_mass": _mean(mass for _, mass, _ in chosen),
+            "chance": _mean(chance for *_, chance in chosen),
+            "n": len(chosen),
+        }
+        for view, chosen in picks.items()
+    }
+    return {"multiple_choice": result or {"skipped": "no records with perturbed answers"}}
 
 
 @FAMILIES.register("criteria")
