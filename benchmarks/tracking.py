@@ -112,7 +112,7 @@ class Tracker:
         import wandb
 
         os.environ.setdefault("WANDB_SILENT", "true")
-        mode = os.environ.get("WANDB_MODE", wandb_cfg.mode)
+        mode = os.environ.get("WANDB_MODE") or wandb_cfg.mode  # an empty variable is unset
         try:
             run = wandb.init(
                 project=wandb_cfg.project,
