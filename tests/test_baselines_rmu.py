@@ -11,6 +11,7 @@ import pytest
 import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
+from test_baselines import DATA, lazy_reference
 
 from baselines.rmu import RMU
 from benchmarks import training
@@ -18,8 +19,7 @@ from benchmarks.config import ConfigError
 from benchmarks.job import run_job
 from benchmarks.methods import METHODS, JobContext
 from benchmarks.models import cache_dir, load_model
-from benchmarks.training import Reference, collate, encode_example
-from tests.test_baselines import DATA
+from benchmarks.training import collate, encode_example
 
 ON_TINY = "method.layer=1"
 
@@ -41,18 +41,6 @@ def context(tmp_path: Path, logs: list[dict] | None = None) -> JobContext:
 def batch_of(method: RMU, tokenizer, tmp_path: Path, stream: str = "forget") -> dict:
     pairs = getattr(method, f"{stream}_pairs")(DATA, tokenizer, context(tmp_path))
     return collate([encode_example(tokenizer, pair, 256) for pair in pairs], tokenizer.pad_token_id)
-
-
-def lazy_reference(model) -> Callable[[], Reference]:
-    """Builds the frozen copy at the first call, as the trainer does."""
-    built: list[Reference] = []
-
-    def reference() -> Reference:
-        if not built:
-            built.append(Reference(model))
-        return built[0]
-
-    return reference
 
 
 @pytest.mark.parametrize("positions", ["all", "answer"])

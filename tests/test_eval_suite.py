@@ -197,20 +197,9 @@ def test_a_model_that_memorised_the_forget_set_is_told_from_the_holdout(
     make_cfg: Callable[..., DictConfig],
 ) -> None:
     cfg = make_cfg()
-    data = load_data(cfg.data)
-    model, tokenizer = load_model(cfg.model, cache_dir(), "cpu")
-    prompter = Prompter()
-    encoded = [
-        encode_pair(tokenizer, prompter(tokenizer, r.question), r.answer) for r in data.forget
-    ]
-    batch = pad_encoded(encoded, tokenizer.pad_token_id)
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(15):  # the forget answers, learnt by heart
-        optimiser.zero_grad()
-        mean_nll(model, batch).backward()
-        optimiser.step()
+    model, tokenizer, data = memorised(cfg, steps=15)
     suite = make_suite(cfg, data, tokenizer, {})
-    aucs = suite.mia(model.eval(), prompter)
+    aucs = suite.mia(model, Prompter())
     assert aucs["loss"] > 0.9 and aucs["min_k"] > 0.9 and aucs["min_k_plus_plus"] > 0.9, aucs
 
 
@@ -342,7 +331,7 @@ def test_soft_prompt_vectors_sit_between_question_and_turn_end(
 # -- robustness: attacks never understate, quantization, sampling, the worst case -------------
 
 
-def memorised(cfg: DictConfig) -> tuple[torch.nn.Module, object, list]:
+def memorised(cfg: DictConfig, steps: int = 40) -> tuple[torch.nn.Module, object, list]:
     """The tiny model after learning the forget answers by heart: greedy answers that leak."""
     data = load_data(cfg.data)
     model, tokenizer = load_model(cfg.model, cache_dir(), "cpu")
@@ -352,7 +341,7 @@ def memorised(cfg: DictConfig) -> tuple[torch.nn.Module, object, list]:
     ]
     batch = pad_encoded(encoded, tokenizer.pad_token_id)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(40):
+    for _ in range(steps):
         optimiser.zero_grad()
         mean_nll(model, batch).backward()
         optimiser.step()
