@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import CONF_DIR
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from benchmarks.estimate import GPUS, Workload, describe, memory_gib, time_s
-from tests.conftest import CONF_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_METHODS = "unstar,grad_ascent,npo,prompt,prompt_distill,di,whp,whp_plus,rwhp"
