@@ -165,6 +165,80 @@ class EvalConfig:
 
 
 @dataclass
+class ModelConfig:
+    """The base model (benchmarks/models.py)."""
+
+    source: str = knob(MISSING, "where it comes from", choices=("embedded", "hub", "tiny_random"))
+    name_or_path: str = knob(MISSING, "hub name or local directory")
+    dtype: str = knob("float32", "weights' dtype", choices=("float32", "bfloat16", "float16"))
+
+
+@dataclass
+class TinyModelConfig(ModelConfig):
+    """A tiny random Llama built from this config, for fast tests."""
+
+    hidden_size: int = knob(32, "hidden width", ge=1)
+    num_layers: int = knob(2, "decoder layers", ge=1)
+    num_heads: int = knob(2, "attention heads", ge=1)
+    seed: int = knob(0, "weight initialisation seed", ge=0)
+
+
+@dataclass
+class DataConfig:
+    """A dataset (benchmarks/data/): its loader's name and the knowledge filter."""
+
+    name: str = knob(MISSING, "the registered loader")
+    only_known: bool = knob(False, "target=base: keep only questions the base model answers")
+
+
+@dataclass
+class WpuMiniConfig(DataConfig):
+    forget_set: str = knob("forget_2", "forget_1 | forget_2 | forget_5 | forget_facts")
+    facts_persons: int = knob(2, "forget_facts: persons who lose some facts", ge=1)
+    facts_per_person: int = knob(2, "forget_facts: facts each of them loses", ge=1)
+    n_retain: int | None = knob(
+        16, "facts of other persons that train retain terms (null: all)", ge=0
+    )
+    n_general_retain: int | None = knob(16, "general-retain questions evaluated (null: all)", ge=0)
+    n_holdout: int = knob(10, "facts never trained on: the MIA non-members", ge=0)
+
+
+@dataclass
+class HubDataConfig(DataConfig):
+    """WPU or TOFU from the hub, or from a local copy of the repository."""
+
+    repo: str = knob(MISSING, "hub id, or a directory holding the downloaded repository")
+    forget_set: str = knob(MISSING, "the dataset's forget set")
+    n_retain: int | None = knob(16, "retain facts that train retain terms (null: all)", ge=0)
+    n_general_retain: int | None = knob(16, "general-retain questions (null: all)", ge=0)
+
+
+@dataclass
+class QAFileConfig(DataConfig):
+    """Any CSV / JSONL / JSON list of question-answer rows."""
+
+    path: str = knob(MISSING, "the file")
+    encoding: str = knob("utf-8", "the file's text encoding")
+    question_column: str = knob("question", "column of the questions")
+    answer_column: str = knob("answer", "column of the answers")
+    subject_column: str = knob("subject", "column of the subjects")
+    default_role: str = knob("forget", "role of rows without a role column")
+    limit: int | None = knob(None, "keep only the first N records", ge=1)
+
+
+#: Each YAML option's schema; the YAML names it in its defaults list.
+GROUP_SCHEMAS: dict[tuple[str, str], type] = {
+    ("model", "smollm2_135m"): ModelConfig,
+    ("model", "hub"): ModelConfig,
+    ("model", "tiny_random"): TinyModelConfig,
+    ("data", "wpu_mini"): WpuMiniConfig,
+    ("data", "wpu"): HubDataConfig,
+    ("data", "tofu"): HubDataConfig,
+    ("data", "qa_file"): QAFileConfig,
+}
+
+
+@dataclass
 class JobConfig:
     """The top level of ``conf/config.yaml``."""
 
@@ -190,6 +264,8 @@ def register_schemas(method_configs: dict[str, type[MethodConfig]]) -> None:
     """Store the schemas in Hydra's ConfigStore; YAML files name them in their defaults list."""
     store = ConfigStore.instance()
     store.store(name="job_schema", node=JobConfig)
+    for (group, option), schema in GROUP_SCHEMAS.items():
+        store.store(name=schema_name(group, option), node=schema)
     for option, config in method_configs.items():
         store.store(name=schema_name("method", option), node=config)
 
@@ -238,7 +314,7 @@ def _check_node(node: DictConfig, prefix: str) -> None:
     for key in node:
         if key not in fields:
             close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f"; did you mean {prefix}{close[0]}?" if close else ""
+            hint = f"; did you mean {prefix}{close[0]}?" if close else "."
             raise ConfigError(
                 f"{prefix}{key} is not a setting of {schema.__name__}{hint} "
                 f"Its settings: {', '.join(sorted(fields))}."

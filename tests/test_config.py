@@ -120,6 +120,8 @@ MISUSE = {
     "target.train.max_steps=0": "target.train.max_steps=0 is out of range",
     "method.retain_loss=mse": "method.retain_loss='mse' is not allowed; choose one of",
     "+data.hf_token=x": "data.hf_token: configs never hold credentials",
+    "+data.split=forget_1": "data.split is not a setting of WpuMiniConfig. Its settings:",
+    "model.dtype=float8": "model.dtype='float8' is not allowed",
 }
 
 
@@ -151,10 +153,10 @@ def test_secret_overrides_are_refused_before_hydra_writes_them() -> None:
     refuse_secret_overrides(["eval.judge.api_key_env=MY_KEY", "eval.max_new_tokens=8"])
 
 
-def test_bad_model_source_is_a_model_error(
+def test_bad_model_source_names_the_choices(
     make_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
-    with pytest.raises(ModelError, match="tiny_random"):
+    with pytest.raises(ConfigError, match=r"model\.source='nowhere' is not allowed.*tiny_random"):
         run_job(make_cfg("model.source=nowhere"), tmp_path / "job")
 
 
