@@ -94,7 +94,7 @@ def test_secrets_never_reach_a_file(
     cfg = make_cfg(*QUICK)
     with open_dict(cfg):
         cfg.api_key = f"sk-test-{SECRET}"
-        cfg.model.hf_token = f"hf-{SECRET}"
+        cfg.tracking.hf_token = f"hf-{SECRET}"  # an untyped section: only validation stops it
     with pytest.raises(ConfigError, match="configs never hold credentials"):
         run_job(cfg, tmp_path / "job", group="sweep-x")  # refused, and recorded without the value
 
