@@ -42,4 +42,5 @@ def log_summary_run(collection: Collection, report: Report, out: Path) -> Path:
     logged.update({n: wandb.Image(str(report.files[n])) for n in PLOTS if n in report.files})
     run.log(logged)
     run.finish()
+    wandb.teardown()  # finish() can return before W&B's writer has flushed the run file
     return Path(run.dir).parent
