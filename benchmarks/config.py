@@ -244,6 +244,9 @@ class JobConfig:
 
     seed: int = knob(0, "fixes data order, sampling and generation of the method", ge=0)
     device: str = knob("auto", "auto | cpu | cuda | cuda:N")
+    threads: int | None = knob(
+        None, "torch CPU threads; null: every core this process may use", ge=1
+    )
     cache_dir: str | None = knob(None, "where converted models, targets and anti-samples live")
     force: bool = knob(False, "re-run a job whose identical config already finished")
     model: Any = MISSING

@@ -26,7 +26,7 @@ from benchmarks.estimate import job_estimate
 from benchmarks.evaluation.evaluate import evaluate_model
 from benchmarks.evaluation.suite import ModelRun, check_suite, run_suite
 from benchmarks.methods import METHODS, JobContext
-from benchmarks.models import cache_dir, load_model
+from benchmarks.models import cache_dir, load_model, use_cpu_threads
 from benchmarks.prompting import TRUNCATED, Prompter
 from benchmarks.target import (
     evaluate_target,
@@ -282,6 +282,7 @@ def _run(
     cfg: DictConfig, output_dir: Path, tracker: Tracker, timer: Timer, *, estimate: bool | None
 ) -> dict[str, Any]:
     TRUNCATED.clear()
+    threads = use_cpu_threads(cfg.get("threads"))
     set_seed(cfg.seed)
     check_suite(cfg.eval)
     cache = cache_dir(cfg.get("cache_dir"))
@@ -348,6 +349,7 @@ def _run(
         "metrics": {"target": target_metrics, "unlearned": metrics},
         "method_metrics": unlearned.metrics,
         "generations": target_rows + rows,
-        "truncated_answers": dict(TRUNCATED),  # by where they were cut: training or scoring
+        "truncated_answers": dict(TRUNCATED),
+        "cpu_threads": threads,  # by where they were cut: training or scoring
         **suite,
     }

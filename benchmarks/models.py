@@ -66,6 +66,29 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which taskset, cpusets and most
+    containers narrow), shared among the processes a distributed launch starts on this machine."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    per_machine = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, (cores or 1) // per_machine)
+
+
+def use_cpu_threads(configured: int | None) -> int:
+    """Give torch ``configured`` intra-op threads, or every available core; return how many.
+
+    torch's own default can count cores the process may not use (oversubscribing a container)
+    or fewer than it may; either way CPU jobs run slower than they could."""
+    cores = available_cores()
+    threads = configured or cores
+    torch.set_num_threads(threads)
+    how = f"set by threads={configured}" if configured else "threads=N overrides"
+    log.info(
+        "torch uses %d CPU threads; %d cores available to this process (%s)", threads, cores, how
+    )
+    return threads
+
+
 def load_model(
     model_cfg: Any, cache: Path, device: str = "auto"
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from omegaconf import DictConfig
 
 import benchmarks.job
@@ -59,6 +60,7 @@ def test_results_file_meets_the_contract(
     assert all(phase.startswith("suite/") for phase in list(results["timings_s"])[len(PHASES) :])
     assert all(seconds >= 0 for seconds in results["timings_s"].values())
     assert {"torch", "transformers"} <= set(results["versions"])
+    assert results["cpu_threads"] == len(os.sched_getaffinity(0)), "every core it may use"
 
     rows = results["generations"]
     assert all(set(row) >= ROW_KEYS for row in rows)
@@ -69,6 +71,18 @@ def test_results_file_meets_the_contract(
     assert asked["target"] == asked["unlearned"], "both models are asked the same questions"
     assert {view for view, _, _ in asked["target"]} >= VIEWS  # and the suite's attacks
     assert returned["metrics"] == results["metrics"]
+
+
+def test_threads_override_sets_torch_threads(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    before = torch.get_num_threads()
+    try:
+        results = run_job(make_cfg(*QUICK, NO_SUITE, "threads=1"), tmp_path / "job")
+        assert results["cpu_threads"] == 1
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_forget_facts_set_adds_the_kept_facts(
