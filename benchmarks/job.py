@@ -331,7 +331,9 @@ def _run(
         data=data,
         tokenizer=tokenizer,
         target=ModelRun("target", prompter, target_metrics, target_rows),
-        unlearned=ModelRun("unlearned", unlearned.prompter, metrics, rows, unlearned.model),
+        unlearned=ModelRun(
+            "unlearned", unlearned.prompter, metrics, rows, unlearned.model, unlearned.wrong_answers
+        ),
         load_original=lambda: load_target(cfg, target_info, cache),
         reference=reference,
         timer=timer,

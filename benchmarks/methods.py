@@ -42,6 +42,12 @@ class Unlearned:
     model: PreTrainedModel
     prompter: Prompter
     metrics: dict[str, Any] = field(default_factory=dict)
+    #: The wrong answers the method trained the model to give, by forget record id (UnSTAR's
+    #: anti-samples); the echo probe asks whether the model repeats them on questions it was not
+    #: trained on. Empty for methods that train on no wrong answer: refusals (IDK, DPO's chosen
+    #: answer) are counted by the refusal share, and the true answers that GA, NPO and the
+    #: distillation methods push away from are no wrong answers.
+    wrong_answers: dict[str, list[str]] = field(default_factory=dict)
 
 
 class Method:

@@ -31,6 +31,8 @@ SUMMARY_SECTIONS = (
     "privacy",
     "fine_grained",
     "multiple_choice",
+    "outcomes",
+    "echo",
 )
 VERSIONED = ("torch", "transformers", "peft", "trl", "sentence-transformers", "hydra-core", "wandb")
 

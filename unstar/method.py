@@ -136,6 +136,7 @@ class UnSTAR(Method):
                 "unlearned_facts": history[-1]["unlearned"] if history else 0,
                 "forget_facts": len(records),
             },
+            wrong_answers=wrong_answers(all_samples),
         )
 
     def _load_generator(self, ctx):
@@ -180,3 +181,11 @@ class UnSTAR(Method):
         candidates = [r for r in done_records if by_record[r.id]]
         fresh = generator.build(candidates, [by_record[r.id] for r in candidates], pool, iteration)
         return self._still_leaking(model, tokenizer, ctx, records, fresh)
+
+
+def wrong_answers(samples: list[AntiSample]) -> dict[str, list[str]]:
+    """The distinct wrong answers trained per forget record, in the order first trained."""
+    found: dict[str, dict[str, None]] = defaultdict(dict)
+    for sample in samples:
+        found[sample.record_id][sample.wrong_answer] = None
+    return {record_id: list(answers) for record_id, answers in found.items()}
