@@ -33,6 +33,7 @@ SUMMARY_SECTIONS = (
     "multiple_choice",
     "outcomes",
     "echo",
+    "saved_model",
 )
 VERSIONED = ("torch", "transformers", "peft", "trl", "sentence-transformers", "hydra-core", "wandb")
 
