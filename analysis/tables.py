@@ -44,8 +44,8 @@ PROBES = {
     "multiple_choice/unlearned/forget/chance": "MC chance",
     "echo/unlearned/forget_paraphrased/echo_rate": "echo rate",
     "echo/unlearned/forget_paraphrased/echo_share_of_fabrications": "echo / fabrications",
-    "outcomes/unlearned/forget/refusal": "refusals",
-    "outcomes/unlearned/forget/fabrication": "fabrications",
+    "outcomes/unlearned/forget/refusal": "refusal share",
+    "outcomes/unlearned/forget/fabrication": "fabrication share",
 }
 ATTACK_LEAK = re.compile(r"^attacks/unlearned/(?P<name>.+)/leak_rate mean$")
 

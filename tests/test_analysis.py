@@ -194,7 +194,7 @@ def test_the_robustness_table_and_the_worst_case_as_a_criterion(
     assert headers == [
         "greedy", "paraphrase", "quantization/8bit", "quantization/4bit",
         "relearn_related/hard_retain", "worst case", "MC accuracy", "MC chance", "echo rate",
-        "echo / fabrications", "refusals", "fabrications",
+        "echo / fabrications", "refusal share", "fabrication share",
     ]  # fmt: skip
     relative = relative_to_best(summary)  # WR = 1 − worst-case leak, relative to the best
     assert relative.loc["grad_ascent", "worst_case_robustness mean"] == pytest.approx(100)
