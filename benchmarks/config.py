@@ -249,6 +249,7 @@ class JobConfig:
     )
     cache_dir: str | None = knob(None, "where converted models, targets and anti-samples live")
     force: bool = knob(False, "re-run a job whose identical config already finished")
+    save_model: bool = knob(False, "keep the unlearned model in the job dir (model/)")
     model: Any = MISSING
     data: Any = MISSING
     target: TargetConfig = knob(help="the model to unlearn from", default_factory=TargetConfig)
