@@ -154,7 +154,7 @@ class EvalConfig:
 
     views: list[str] = knob(help="what is evaluated", default_factory=list)
     metrics: list[str] = knob(help="per-question metrics", default_factory=list)
-    max_new_tokens: int = knob(32, "greedy answer length", ge=1)
+    max_new_tokens: int = knob(32, "greedy answer length (default: data.max_new_tokens)", ge=1)
     batch_size: int = knob(16, "prompts per generation and scoring batch", ge=1)
     leak: LeakConfig = knob(help="the leak test", default_factory=LeakConfig)
     suite: list[str] = knob(help="suite families (attacks, privacy, ...)", default_factory=list)
@@ -189,6 +189,9 @@ class DataConfig:
 
     name: str = knob(MISSING, "the registered loader")
     only_known: bool = knob(False, "target=base: keep only questions the base model answers")
+    max_new_tokens: int = knob(
+        32, "answer length the dataset's protocol allows (eval.max_new_tokens follows it)", ge=1
+    )
 
 
 @dataclass
@@ -214,6 +217,11 @@ class HubDataConfig(DataConfig):
 
 
 @dataclass
+class WpuHubConfig(HubDataConfig):
+    n_holdout: int = knob(20, "facts of persons never trained on: the MIA non-members", ge=0)
+
+
+@dataclass
 class QAFileConfig(DataConfig):
     """Any CSV / JSONL / JSON list of question-answer rows."""
 
@@ -232,7 +240,7 @@ GROUP_SCHEMAS: dict[tuple[str, str], type] = {
     ("model", "hub"): ModelConfig,
     ("model", "tiny_random"): TinyModelConfig,
     ("data", "wpu_mini"): WpuMiniConfig,
-    ("data", "wpu"): HubDataConfig,
+    ("data", "wpu"): WpuHubConfig,
     ("data", "tofu"): HubDataConfig,
     ("data", "qa_file"): QAFileConfig,
 }
