@@ -145,7 +145,10 @@ class PrivacyConfig:
 
 @dataclass
 class TofuConfig:
-    utility_views: list[str] = knob(help="model utility's kept views", default_factory=list)
+    utility_views: list[str] = knob(
+        help="model utility's kept views on data without TOFU's real authors and world facts",
+        default_factory=list,
+    )
 
 
 @dataclass

@@ -218,7 +218,7 @@ def reference_results(
         result: dict[str, Any] = {}
         if "tofu" in families:
             scoring = OmegaConf.merge(
-                cfg.eval, {"views": ["forget"], "metrics": ["answer_prob", "truth_ratio"]}
+                cfg.eval, {"views": ["forget"], "metrics": ["answer_prob", "truth_preference"]}
             )
             _, rows = evaluate_model(model, tokenizer, data, scoring, prompter, "reference")
             result["forget_truth_ratios"] = [

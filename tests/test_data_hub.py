@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from benchmarks.data import DATASETS, DataError, load_data
 from benchmarks.data.hub import TOFU_ID, WPU_ID, tofu_authors
+from benchmarks.job import run_job
 
 #: Invented rows in WPU's columns: forget configs carry the article, hard retain does not.
 WPU_CONFIGS: dict[str, list[dict[str, str]]] = {
@@ -289,3 +290,35 @@ def test_eval_generates_as_long_as_the_datasets_protocol_allows(
     assert lengths == {"wpu_mini": 32, "qa_file": 32, "wpu": 200, "tofu": 200}
     chosen = make_cfg("data=tofu", "eval.max_new_tokens=64", tiny=False).eval.max_new_tokens
     assert chosen == 64
+
+
+def test_a_job_on_tofu_reports_tofus_model_utility(
+    make_cfg: Callable[..., DictConfig], repos: dict[str, Path], tmp_path: Path
+) -> None:
+    cfg = make_cfg(
+        "data=tofu",
+        f"data.repo={repos['tofu']}",
+        "method=grad_ascent",
+        "method.max_steps=1",
+        "target.train.max_steps=1",
+        "eval.suite=[tofu]",
+    )
+    results = run_job(cfg, tmp_path / "job")
+
+    assert results["status"] == "ok", results.get("error")
+    for model in ("target", "unlearned"):
+        tofu = results["tofu"][model]
+        assert tofu["model_utility_kind"] == "tofu"
+        assert set(tofu["model_utility_values"]) == {
+            f"{name}/{metric}"
+            for name, probability in (
+                ("retain", "answer_prob"),
+                ("real_authors", "answer_prob_normalised"),
+                ("world_facts", "answer_prob_normalised"),
+            )
+            for metric in (probability, "rougeL_recall", "truth_preference")
+        }
+        assert tofu["model_utility"] is not None
+        assert set(tofu["forget_truth_ratio"]) == {"forget", "forget_paraphrased"}
+        assert tofu["forget_quality_n"] == {"unlearned": 40, "reference": 40}
+    assert set(results["metrics"]["target"]) >= {"real_authors", "world_facts", "hard_retain"}
