@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,7 +18,7 @@ from omegaconf import DictConfig
 from baselines.idk import load_refusals, refusals_for
 from baselines.whp import first_token_ids, rename, shared_answer_positions
 from benchmarks import training
-from benchmarks.data.records import QARecord, UnlearningData
+from benchmarks.data.records import DataError, QARecord, UnlearningData
 from benchmarks.job import run_job
 from benchmarks.methods import METHODS, JobContext, Method
 from benchmarks.models import cache_dir, load_model
@@ -265,6 +266,20 @@ def test_prompt_keeps_the_weights_and_names_the_subjects(make_cfg, tiny, tmp_pat
     assert "Marie Curie" in system_prompt and "Alan Turing" in system_prompt
     assert "{" not in system_prompt
     assert system_prompt in unlearned.prompter(tokenizer, "Who was Marie Curie?")
+
+
+@pytest.mark.parametrize("name", ["prompt", "prompt_distill", "whp", "rwhp", "whp_plus"])
+def test_methods_that_name_the_subject_refuse_records_without_one(
+    make_cfg, tiny, tmp_path, name
+) -> None:
+    _, tokenizer = tiny
+    nameless = DATA.with_records(replace(r, subject="") for r in DATA.records)
+    method = build(make_cfg, name)
+    with pytest.raises(DataError, match=rf"method={name} names the subject.*'f1'.*subject_column"):
+        if name.startswith("prompt"):
+            method.unlearn(tiny[0], tokenizer, nameless, context(tmp_path))
+        else:
+            method.forget_pairs(nameless, tokenizer, context(tmp_path))
 
 
 def test_refusals_ship_with_the_package_and_are_drawn_by_seed() -> None:

@@ -77,5 +77,18 @@ class UnlearningData:
     def retain(self) -> list[QARecord]:
         return self.with_role("retain")
 
+    def require_subjects(self, method: str) -> None:
+        """Refuse, for a method that names or renames the subject of each forget question, data
+        whose forget records have none (renaming "" would splice the substitute name between
+        every character)."""
+        missing = [r.id for r in self.forget if not r.subject.strip()]
+        if missing:
+            raise DataError(
+                f"method={method} names the subject of each forget question, but "
+                f"{len(missing)} forget records of {self.name!r} have none (first: "
+                f"{missing[0]!r}); give the data subjects (data=qa_file: a subject column, see "
+                "data.subject_column) or choose a method that needs none"
+            )
+
     def with_records(self, records: Iterable[QARecord]) -> UnlearningData:
         return UnlearningData(self.name, tuple(records), self.subjects_to_forget)
