@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from benchmarks.data import DATASETS, DataError, load_data
 from benchmarks.data.hub import TOFU_ID, WPU_ID, tofu_authors
 from benchmarks.job import run_job
+from benchmarks.report import tofu_table
 
 #: Invented rows in WPU's columns: forget configs carry the article, hard retain does not.
 WPU_CONFIGS: dict[str, list[dict[str, str]]] = {
@@ -184,6 +185,13 @@ def test_tofu_maps_each_config_to_its_role(
     assert not data.with_role("general_retain")
 
 
+def test_the_tofu_fixture_is_itself_a_copy_of_the_hub_repository(
+    make_cfg: Callable[..., DictConfig], repos: dict[str, Path]
+) -> None:
+    fixture = load_data(make_cfg("data=tofu", f"data.repo={FIXTURES / 'tofu'}").data)
+    assert fixture == load_data(make_cfg("data=tofu", f"data.repo={repos['tofu']}").data)
+
+
 def test_tofu_records_name_their_author(
     make_cfg: Callable[..., DictConfig], repos: dict[str, Path]
 ) -> None:
@@ -322,3 +330,5 @@ def test_a_job_on_tofu_reports_tofus_model_utility(
         assert set(tofu["forget_truth_ratio"]) == {"forget", "forget_paraphrased"}
         assert tofu["forget_quality_n"] == {"unlearned": 40, "reference": 40}
     assert set(results["metrics"]["target"]) >= {"real_authors", "world_facts", "hard_retain"}
+    printed = tofu_table(results)
+    assert "forget_quality (n = 40 vs 40)" in printed and "model_utility (tofu)" in printed
