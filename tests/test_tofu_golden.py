@@ -86,10 +86,11 @@ def tofu_values(questions: list[Question], normalised: bool) -> dict[str, float]
     else:
         prob = np.mean(np.exp(-gt))
     stat = tofu_stat(questions)
+    # TOFU's column names: its "Truth Ratio" on a kept set is our truth_preference.
     return {
-        "prob": float(prob),
-        "rouge": float(rouge.mean()),
-        "truth_ratio": float(np.mean(np.maximum(0, 1 - 1 / stat))),
+        "Prob.": float(prob),
+        "ROUGE": float(rouge.mean()),
+        "Truth Ratio": float(np.mean(np.maximum(0, 1 - 1 / stat))),
     }
 
 
@@ -166,7 +167,7 @@ def test_model_utility_is_tofus_harmonic_mean_of_nine() -> None:
     result = ours()
     assert result["model_utility_kind"] == "tofu"
     values = result["model_utility_values"]
-    names = {"prob": 0, "rouge": 1, "truth_ratio": 2}
+    names = {"Prob.": 0, "ROUGE": 1, "Truth Ratio": 2}
     for prefix, probability, by_hand in (
         ("retain", "answer_prob", retain),
         ("real_authors", "answer_prob_normalised", real),
