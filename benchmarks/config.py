@@ -216,7 +216,9 @@ class HubDataConfig(DataConfig):
     repo: str = knob(MISSING, "hub id, or a directory holding the downloaded repository")
     forget_set: str = knob(MISSING, "the dataset's forget set")
     n_retain: int | None = knob(16, "retain facts that train retain terms (null: all)", ge=0)
-    n_general_retain: int | None = knob(16, "general-retain questions (null: all)", ge=0)
+    n_general_retain: int | None = knob(
+        16, "questions evaluated per kept set (WPU: general retain; TOFU: each of its three)", ge=0
+    )
 
 
 @dataclass
