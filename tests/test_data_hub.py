@@ -19,6 +19,7 @@ from benchmarks.data import DATASETS, DataError, load_data
 from benchmarks.data.hub import TOFU_ID, WPU_ID, tofu_authors
 from benchmarks.job import run_job
 from benchmarks.report import tofu_table
+from benchmarks.target import taught as taught_records
 
 #: Invented rows in WPU's columns: forget configs carry the article, hard retain does not.
 WPU_CONFIGS: dict[str, list[dict[str, str]]] = {
@@ -330,5 +331,7 @@ def test_a_job_on_tofu_reports_tofus_model_utility(
         assert set(tofu["forget_truth_ratio"]) == {"forget", "forget_paraphrased"}
         assert tofu["forget_quality_n"] == {"unlearned": 40, "reference": 40}
     assert set(results["metrics"]["target"]) >= {"real_authors", "world_facts", "hard_retain"}
+    taught = {r.role for r in taught_records(load_data(cfg.data))}
+    assert not taught & {"real_authors", "world_facts"}, "TOFU never fine-tunes on them"
     printed = tofu_table(results)
     assert "forget_quality (n = 40 vs 40)" in printed and "model_utility (tofu)" in printed
