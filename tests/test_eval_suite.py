@@ -104,8 +104,15 @@ def test_a_job_with_the_full_suite_reports_every_family(
             + [results["metrics"][model]["forget"]["leak_rate"]]
         )
         tofu = results["tofu"][model]
-        assert {"truth_ratio", "forget_quality", "ks_statistic", "model_utility"} <= set(tofu)
+        assert {"forget_truth_ratio", "forget_quality", "ks_statistic", "model_utility"} <= set(
+            tofu
+        )
         assert 0.0 <= tofu["forget_quality"] <= 1.0
+        assert (
+            tofu["model_utility_kind"] == "retain_views" and len(tofu["model_utility_values"]) == 6
+        )
+        assert tofu["forget_quality_n"] == {"unlearned": 4, "reference": 4}
+        assert "4 vs 4 truth ratios" in tofu["forget_quality_warning"]
         privacy = results["privacy"][model]
         assert set(privacy["auc"]) == set(privacy["privleak"]) == set(MIA_SCORES.names())
         assert {"retention", "forgotten", "score"} <= set(results["fine_grained"][model])
@@ -202,7 +209,7 @@ def test_the_retain_only_reference_has_forget_quality_one_against_itself(
     data = load_data(cfg.data)
     reference, _ = retain_reference(cfg, data, cache=cache_dir(), prompter=Prompter())
     _, tokenizer = load_model(cfg.model, cache_dir(), "cpu")
-    scoring = OmegaConf.merge(cfg.eval, {"views": ["forget"], "metrics": ["truth_ratio"]})
+    scoring = OmegaConf.merge(cfg.eval, {"views": ["forget"], "metrics": ["truth_preference"]})
     metrics, rows = evaluate_model(reference, tokenizer, data, scoring, Prompter(), "reference")
     suite = make_suite(
         cfg,
@@ -237,7 +244,8 @@ def test_the_holdout_is_never_taught(make_cfg: Callable[..., DictConfig]) -> Non
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["eval.suite=[tofu]", "eval.metrics=[rougeL_recall,leak_rate]"], "truth_ratio"),
+        (["eval.suite=[tofu]", "eval.metrics=[rougeL_recall,leak_rate]"], "truth_preference"),
+        (["eval.suite=[tofu]", "eval.views=[forget,hard_retain,general_retain]"], "real_authors"),
         (["eval.suite=[criteria]", "eval.views=[forget]"], "hard_retain"),
         (["eval.suite=[vibes]"], "unknown"),
         (["+eval.attacks.telepathy={}"], "telepathy"),

@@ -37,12 +37,7 @@ from benchmarks.evaluation.generation import answer_logprobs, generate
 from benchmarks.evaluation.judges import JUDGES, Judge, Judged, JudgeEnv, JudgeError, build_judge
 from benchmarks.evaluation.leak import LeakTest
 from benchmarks.evaluation.privacy import forget_vs_holdout_aucs, privleak
-from benchmarks.evaluation.tofu import (
-    FORGOTTEN_VIEWS,
-    forget_quality,
-    model_utility,
-    truth_ratio_score,
-)
+from benchmarks.evaluation.tofu import TOFU_UTILITY, forget_truth_ratio, tofu_metrics
 from benchmarks.prompting import Prompter
 from benchmarks.registry import Registry
 
@@ -59,15 +54,19 @@ ORDER = (
 )  # fmt: skip
 
 #: Bumped when what the families report changes (2: attack leak rates never below the greedy
-#: ones, ``robustness``; 3: relearning on related facts, the outcome and echo probes), so that a
-#: target's suite results cached by older code, which lack the new keys, are computed anew
+#: ones, ``robustness``; 3: relearning on related facts, the outcome and echo probes; 4: TOFU's
+#: truth ratio on the paraphrased answer, its 9-value model utility, ``forget_truth_ratio``), so
+#: that a target's suite results cached by older code, which lack the new keys, are computed anew
 #: rather than read.
-RESULTS_VERSION = 3
+RESULTS_VERSION = 4
 
 #: The views and per-question metrics each family reads from ``evaluate_model``'s rows.
 NEEDS: dict[str, tuple[set[str], set[str]]] = {
     "criteria": ({"forget", "hard_retain", "general_retain"}, {"rougeL_recall", "leak_rate"}),
-    "tofu": ({"forget"}, {"answer_prob", "rougeL_recall", "truth_ratio"}),
+    "tofu": (
+        {"forget", *(view for view, _ in TOFU_UTILITY.values())},
+        {"answer_prob", "rougeL_recall", "truth_preference"},
+    ),
     "fine_grained": ({"forget", "forget_facts_retained"}, {"rougeL_recall", "leak_rate"}),
     "outcomes": ({"forget"}, {"leak_rate"}),
     "echo": ({"forget_paraphrased"}, {"leak_rate"}),
@@ -247,7 +246,7 @@ def run_suite(
     if reference and "tofu" in suite.families:
         ratios = reference["forget_truth_ratios"]
         results["tofu"]["reference"] = {
-            "truth_ratio": {"forget": truth_ratio_score(ratios, forgotten=True) if ratios else None}
+            "forget_truth_ratio": {"forget": forget_truth_ratio(ratios) if ratios else None}
         }
     if reference and "auc" in reference:
         results["privacy"]["reference"] = {"auc": reference["auc"]}
@@ -360,22 +359,12 @@ def privacy_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
 
 @FAMILIES.register("tofu")
 def tofu_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
-    """Truth ratio per view, forget quality against the retain-only reference, model utility."""
-    ratios: dict[str, list[float]] = defaultdict(list)
-    for row in run.rows:
-        if "truth_ratio_R" in row:
-            ratios[row["view"]].append(row["truth_ratio_R"])
-    result: dict[str, Any] = {
-        "truth_ratio": {
-            view: truth_ratio_score(values, forgotten=view in FORGOTTEN_VIEWS)
-            for view, values in ratios.items()
-        },
-        "model_utility": model_utility(run.metrics, suite.eval.tofu.utility_views),
-        "forget_quality": None,
-    }
-    reference = suite.reference
-    if reference and reference["forget_truth_ratios"] and ratios.get("forget"):
-        result.update(forget_quality(ratios["forget"], reference["forget_truth_ratios"]))
+    """TOFU's forget truth ratio, forget quality against the retain-only reference and model
+    utility (:mod:`benchmarks.evaluation.tofu`); a warning when forget quality has few questions."""
+    reference = suite.reference["forget_truth_ratios"] if suite.reference else None
+    result = tofu_metrics(run.rows, suite.eval.tofu.utility_views, reference)
+    if "forget_quality_warning" in result:
+        log.warning("%s: %s", run.label, result["forget_quality_warning"])
     return {"tofu": result}
 
 
