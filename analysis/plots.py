@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.tables import COMPARED_SHORT_NAMES, compared, raw_values
+from analysis.tables import compared, compared_short_names, raw_values
 
 #: The plots, by the name of their file (``<name>.png``).
 PLOTS = ("criteria_bars", "criteria_radar", "efficacy_vs_utility")
@@ -47,7 +47,7 @@ def plot_radar(relative: pd.DataFrame, summary: pd.DataFrame) -> Figure | None:
         values = np.nan_to_num([row[f"{n} mean"] for n in names])
         ax.plot(closed, np.append(values, values[0]), color=f"C{i}", label=label)
         ax.fill(closed, np.append(values, values[0]), color=f"C{i}", alpha=0.12)
-    ax.set_xticks(angles, [COMPARED_SHORT_NAMES[n] for n in names])
+    ax.set_xticks(angles, [compared_short_names()[n] for n in names])
     ax.set_ylim(0, 100)
     ax.legend(loc="upper right", bbox_to_anchor=(1.35, 1.1), fontsize="small")
     return fig

@@ -14,7 +14,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import OmegaConf
 
-from benchmarks.evaluation.criteria import CRITERIA
+from benchmarks.evaluation.specs import CRITERIA, criteria, criteria_submetrics
 from benchmarks.tracking import flatten, read_offline_run, redact
 
 #: Config keys that do not change a job's results: ``benchmarks.job.NOT_RESULT_SHAPING`` (not
@@ -43,15 +43,12 @@ META = [
 def job_criteria(flat: Mapping[str, Any]) -> dict[str, float]:
     """The five criteria of a job's unlearned model, from its flattened record.
 
-    The one place that decides them. The evaluation reports them (``results["criteria"]``,
-    flattened as ``criteria/unlearned/<name>``, or ``criteria/<name>`` for the unlearned model
-    alone): those are taken as they are. Records without them (results files from before the
-    evaluation suite, W&B summaries, which mirror only ``metrics``) get a fallback derived as the
-    reference maps sub-metrics (harmonic means, unstar_and_wpu_protocol.md §3):
-    efficacy = H(1 − forget ROUGE-L, 1 − forget leak rate); utility = H(hard-retain ROUGE-L,
-    general-retain ROUGE-L); adversarial robustness = the efficacy formula on the held-out
-    paraphrases (the paraphrase attack). Response quality and hallucination avoidance need a judge,
-    so they stay NaN there.
+    The evaluation reports them (``results["criteria"]``, flattened as
+    ``criteria/unlearned/<name>``, or ``criteria/<name>`` for the unlearned model alone): those
+    are taken as they are. Records without them (results files from before the evaluation suite)
+    get them from their view means by the criteria's one definition, the metric spec registry's
+    (:func:`benchmarks.evaluation.specs.criteria_submetrics`, harmonic means); a criterion with a
+    sub-metric such a record lacks (the judge's, an attack's) stays NaN.
     """
     reported = {
         name: flat.get(f"criteria/unlearned/{name}", flat.get(f"criteria/{name}"))
@@ -60,21 +57,15 @@ def job_criteria(flat: Mapping[str, Any]) -> dict[str, float]:
     if any(_is_number(v) for v in reported.values()):
         return {name: _number(v) for name, v in reported.items()}
 
-    def metric(view: str, name: str) -> float:
-        return _number(flat.get(f"unlearned/{view}/{name}"))
+    def lookup(view: str, key: str) -> float | None:
+        value = flat.get(f"unlearned/{view}/{key}")
+        return float(value) if _is_number(value) else None
 
-    def forgotten(view: str) -> float:
-        return _hmean([1 - metric(view, "rougeL_recall"), 1 - metric(view, "leak_rate")])
-
-    return {
-        "unlearning_efficacy": forgotten("forget"),
-        "model_utility": _hmean(
-            [metric("hard_retain", "rougeL_recall"), metric("general_retain", "rougeL_recall")]
-        ),
-        "response_quality": math.nan,
-        "hallucination_avoidance": math.nan,
-        "adversarial_robustness": forgotten("forget_paraphrased"),
+    views = {
+        key.split("/")[1] for key in flat if key.startswith("unlearned/") and key.count("/") == 2
     }
+    subs, _ = criteria_submetrics(lookup, views, attacks=())
+    return {name: _number(value) for name, value in criteria(subs).items()}
 
 
 def _is_number(value: Any) -> bool:
@@ -83,16 +74,6 @@ def _is_number(value: Any) -> bool:
 
 def _number(value: Any) -> float:
     return float(value) if _is_number(value) else math.nan
-
-
-def _hmean(values: Sequence[float]) -> float:
-    """Harmonic mean of the values that exist (NaN if none): one bad sub-metric drags it down."""
-    present = [v for v in values if not math.isnan(v)]
-    if not present:
-        return math.nan
-    if min(present) <= 0:
-        return 0.0
-    return len(present) / sum(1 / v for v in present)
 
 
 @dataclass

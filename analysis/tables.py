@@ -18,25 +18,47 @@ import pandas as pd
 from tabulate import tabulate
 
 from analysis.runs import META
-from benchmarks.evaluation.criteria import CRITERIA
+from benchmarks.evaluation.specs import CRITERIA, CRITERIA_SPECS, METRICS, MetricSpec, oriented
 
-#: The five WPU criteria (raw values in [0, 1], higher is better) → their short names.
-CRITERIA_SHORT_NAMES = dict(zip(CRITERIA, ("UE", "MU", "RQ", "HA", "AR"), strict=True))
-#: Raw metrics shown beside the criteria in the Markdown/LaTeX summary, when a sweep has them.
-HEADLINE = {
-    "unlearned/forget/rougeL_recall": "forget rougeL",
-    "unlearned/forget/leak_rate": "forget leak",
-    "unlearned/forget_paraphrased/leak_rate": "paraphrased leak",
-    "robustness/unlearned/worst_case_leak": "worst-case leak",
-    "unlearned/hard_retain/rougeL_recall": "hard-retain rougeL",
-    "unlearned/general_retain/rougeL_recall": "general-retain rougeL",
-}
-#: Set relative to the best method beside the five criteria (and shown on the radar): 1 − the
-#: worst-case forget leak over greedy decoding and every attack that ran, so a method that only
-#: hides the answer under greedy decoding cannot top the comparison.
-WORST_CASE = "worst_case_robustness"
-WORST_CASE_LEAK = "robustness/unlearned/worst_case_leak"
-COMPARED_SHORT_NAMES = {**CRITERIA_SHORT_NAMES, WORST_CASE: "WR"}
+#: The five WPU criteria (raw values in [0, 1], higher is better) → their short names, from the
+#: metric spec registry.
+CRITERIA_SHORT_NAMES = {name: spec.short for name, spec in CRITERIA_SPECS.items()}
+#: Per view, how many questions the unlearned model was asked, shown beside the raw metrics.
+COUNTS = {"unlearned/forget/n": "forget n"}
+#: Worst-case robustness: what the registry's ``worst_case_leak`` is compared as (its direction
+#: and range turn it into 1 − the worst-case forget leak over greedy decoding and every attack
+#: that ran, so a method that only hides the answer under greedy decoding cannot top the
+#: comparison).
+WORST_CASE = METRICS.get("worst_case_leak").compared_as
+WORST_CASE_LEAK = METRICS.get("worst_case_leak").column
+
+
+def compared_metrics() -> dict[str, MetricSpec]:
+    """The registered metrics a comparison sets relative to the best beside the criteria, by the
+    name they are compared as."""
+    return {spec.compared_as: spec for _, spec in METRICS.items() if spec.compared_as}
+
+
+def compared_short_names() -> dict[str, str]:
+    """Every compared quantity's short name (worst-case robustness: WR)."""
+    metrics = {
+        name: "WR" if name == WORST_CASE else spec.short or name
+        for name, spec in compared_metrics().items()
+    }
+    return {**CRITERIA_SHORT_NAMES, **metrics}
+
+
+def headline() -> dict[str, str]:
+    """Raw metrics shown beside the criteria in the Markdown/LaTeX summary, when a sweep has them
+    (column stem → header): each registered metric's headline columns, with its direction where
+    it has one, and the question counts."""
+    columns: dict[str, str] = {}
+    for _, spec in METRICS.items():
+        arrow = {True: " ↑", False: " ↓", None: ""}[spec.higher_is_better]
+        columns |= {stem: header + arrow for stem, header in spec.columns().items()}
+    return columns | COUNTS
+
+
 #: The robustness table's columns after the attacks' (column stem → header).
 PROBES = {
     WORST_CASE_LEAK: "worst case",
@@ -77,24 +99,34 @@ def summarise(jobs: pd.DataFrame) -> pd.DataFrame:
 
 
 def compared(summary: pd.DataFrame) -> list[str]:
-    """What a comparison sets relative to the best: the criteria a sweep has, and worst-case
-    robustness where its jobs ran the attacks."""
-    column = f"{WORST_CASE_LEAK} mean"
-    worst = column in summary and summary[column].notna().any()
-    return available_criteria(summary) + ([WORST_CASE] if worst else [])
+    """What a comparison sets relative to the best: the criteria a sweep has, and the registered
+    metrics compared beside them (worst-case robustness) where its jobs have them."""
+    metrics = [
+        name
+        for name, spec in compared_metrics().items()
+        if f"{spec.column} mean" in summary and summary[f"{spec.column} mean"].notna().any()
+    ]
+    return available_criteria(summary) + metrics
 
 
 def raw_values(summary: pd.DataFrame, name: str) -> tuple[pd.Series, pd.Series]:
-    """Mean and std over seeds of a compared quantity (higher is better)."""
-    if name == WORST_CASE:
-        return 1 - summary[f"{WORST_CASE_LEAK} mean"], summary[f"{WORST_CASE_LEAK} std"]
+    """Mean and std over seeds of a compared quantity, turned so that higher is better: a
+    criterion as it is, a registered metric by its spec's direction and range
+    (:func:`benchmarks.evaluation.specs.oriented`: ``high − value`` for a lower-is-better metric
+    with a range)."""
+    metrics = compared_metrics()
+    if name in metrics:
+        spec = metrics[name]
+        mean = summary[f"{spec.column} mean"].map(lambda v: oriented(spec, v))
+        return mean, summary[f"{spec.column} std"]
     return summary[f"criteria/{name} mean"], summary[f"criteria/{name} std"]
 
 
 def relative_to_best(summary: pd.DataFrame) -> pd.DataFrame:
     """The paper's presentation: each criterion's mean (and std, same scale) as a percentage of
-    the best method's mean, so the best scores 100; NaN where no method has the criterion. Worst-
-    case robustness (:data:`WORST_CASE`) joins them where the sweep ran attacks."""
+    the best method's mean, so the best scores 100; NaN where no method has the criterion. The
+    registered metrics compared beside them (worst-case robustness where the sweep ran attacks)
+    join them, turned so that higher is better first."""
     table = summary[["n"]].copy()
     for name in dict.fromkeys([*CRITERIA, *compared(summary)]):
         mean, std = raw_values(summary, name)
@@ -128,7 +160,7 @@ def shown(summary: pd.DataFrame) -> dict[str, str]:
     """The quantities a comparison shows (column stem → header): the criteria a sweep has, the
     headline raw metrics, the time per job."""
     columns = {f"criteria/{c}": CRITERIA_SHORT_NAMES[c] for c in available_criteria(summary)}
-    columns.update({m: header for m, header in HEADLINE.items() if f"{m} mean" in summary})
+    columns.update({m: header for m, header in headline().items() if f"{m} mean" in summary})
     if "time/unlearn mean" in summary:
         columns["time/unlearn"] = "unlearn (s)"
     return columns
@@ -139,7 +171,8 @@ def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def relative_to_best_table(relative: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
-    names = {c: COMPARED_SHORT_NAMES[c] for c in compared(summary)}
+    short = compared_short_names()
+    names = {c: short[c] for c in compared(summary)}
     return pm_table(relative, names, 1)
 
 

@@ -34,5 +34,18 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._entries)
 
+    def keys(self) -> list[str]:
+        """The names in the order they were registered (a registry that defines an order)."""
+        return list(self._entries)
+
+    def items(self) -> list[tuple[str, T]]:
+        """(name, component) in the order they were registered."""
+        return list(self._entries.items())
+
+    def unregister(self, name: str) -> None:
+        """Remove a component (a test that registered one cleans up after itself)."""
+        self.get(name)
+        del self._entries[name]
+
     def __contains__(self, name: object) -> bool:
         return name in self._entries

@@ -1,5 +1,5 @@
-"""The short report a job prints: view × metric, the WPU criteria and TOFU's metrics, target →
-unlearned."""
+"""The short report a job prints: view × metric with each view's question count n, the WPU
+criteria, TOFU's metrics and the MIA AUCs and privleak with their intervals, target → unlearned."""
 
 from __future__ import annotations
 
@@ -8,14 +8,25 @@ from typing import Any
 from tabulate import tabulate
 
 
+def _value(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return str(value) if isinstance(value, int) else f"{value:.3f}"
+
+
 def _arrow(before: float | None, after: float | None) -> str:
-    return " → ".join("—" if v is None else f"{v:.3f}" for v in (before, after))
+    return " → ".join(_value(v) for v in (before, after))
+
+
+def _interval(ci: dict[str, float] | None, digits: int) -> str:
+    return "" if ci is None else f" [{ci['low']:.{digits}f}, {ci['high']:.{digits}f}]"
 
 
 def _table(
     target: dict[str, dict[str, float]], unlearned: dict[str, dict[str, float]], title: str
 ) -> str:
-    columns = sorted({m for row in target.values() for m in row})
+    metrics = sorted({m for row in target.values() for m in row} - {"n"})
+    columns = ["n", *metrics] if any("n" in row for row in target.values()) else metrics
     rows = [
         [name, *(_arrow(values.get(c), unlearned.get(name, {}).get(c)) for c in columns)]
         for name, values in target.items()
@@ -33,7 +44,38 @@ def criteria_table(results: dict[str, Any]) -> str:
         [name, _arrow(value, criteria["unlearned"].get(name))]
         for name, value in criteria["target"].items()
     ]
-    return tabulate(rows, headers=["WPU criterion (raw)", "target → unlearned"], tablefmt="github")
+    table = tabulate(rows, headers=["WPU criterion (raw)", "target → unlearned"], tablefmt="github")
+    notes = results.get("criteria_notes", {}).get("unlearned", {})
+    return "\n".join([table, *(f"{name}: {note}" for name, note in notes.items())])
+
+
+def privacy_table(results: dict[str, Any]) -> str:
+    """Each MIA score's forget-vs-holdout AUC and privleak with their 95% bootstrap intervals
+    (unlearned model), the question counts, and the warning when they are few."""
+    target, unlearned = results["privacy"]["target"], results["privacy"]["unlearned"]
+    if "auc" not in unlearned:
+        return f"privacy: {unlearned.get('skipped', 'not measured')}"
+    n = unlearned.get("n", {})
+    rows = []
+    for name, value in unlearned["auc"].items():
+        auc_ci = unlearned.get("auc_ci", {}).get(name)
+        leak = unlearned.get("privleak", {}).get(name)
+        leak_ci = unlearned.get("privleak_ci", {}).get(name)
+        rows.append(
+            [
+                name,
+                _arrow(target.get("auc", {}).get(name), value) + _interval(auc_ci, 3),
+                ("—" if leak is None else f"{leak:.1f}") + _interval(leak_ci, 1),
+            ]
+        )
+    headers = [
+        f"MIA (n = {n.get('forget', '—')} forget vs {n.get('holdout', '—')} holdout)",
+        "AUC target → unlearned [95% CI]",
+        "privleak % [95% CI]",
+    ]
+    table = tabulate(rows, headers=headers, tablefmt="github")
+    warning = unlearned.get("warning")
+    return f"{table}\n{warning}" if warning else table
 
 
 def tofu_table(results: dict[str, Any]) -> str:
@@ -77,6 +119,8 @@ def print_summary(results: dict[str, Any]) -> None:
         print(f"\n{criteria_table(results)}")
     if results.get("tofu"):
         print(f"\n{tofu_table(results)}")
+    if results.get("privacy", {}).get("unlearned"):
+        print(f"\n{privacy_table(results)}")
     phases = {k: v for k, v in results["timings_s"].items() if "/" not in k}
     suite = sum(v for k, v in results["timings_s"].items() if k.count("/") == 2 and ":" not in k)
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in phases.items())

@@ -23,7 +23,7 @@ from benchmarks.data.records import DataError, QARecord, UnlearningData
 from benchmarks.evaluation.evaluate import evaluate_model
 from benchmarks.evaluation.generation import generate
 from benchmarks.evaluation.leak import LeakTest
-from benchmarks.evaluation.privacy import forget_vs_holdout_aucs
+from benchmarks.evaluation.privacy import auc, forget_vs_holdout_scores
 from benchmarks.models import load_model, resolve_device
 from benchmarks.prompting import Prompter
 from benchmarks.training import Pair, nll_loss, train
@@ -183,6 +183,12 @@ def evaluate_target(
     return saved["metrics"], saved["rows"]
 
 
+#: Bumped when what a cached evaluation holds changes (2: each view's ``n``; the reference's MIA
+#: scores per question, which privleak's bootstrap interval resamples), so older files are
+#: computed anew rather than read.
+EVAL_VERSION = 2
+
+
 def target_cache_path(
     cache: Path,
     what: str,
@@ -195,6 +201,7 @@ def target_cache_path(
     if target_info["kind"] != "finetune":
         return None
     key = fingerprint(
+        EVAL_VERSION,
         target_info["path"],
         OmegaConf.to_container(eval_cfg, resolve=True),
         [r.id for r in data.records],
@@ -231,10 +238,12 @@ def reference_results(
                 r["truth_ratio_R"] for r in rows if "truth_ratio_R" in r
             ]
         if "privacy" in families and data.with_role("holdout"):
-            result["auc"] = forget_vs_holdout_aucs(
+            scores = forget_vs_holdout_scores(
                 model, tokenizer, data, prompter, k=cfg.eval.privacy.k,
                 batch_size=cfg.eval.batch_size,
             )  # fmt: skip
+            result["auc"] = {name: auc(*pair) for name, pair in scores.items()}
+            result["mia_scores"] = scores
         return result
 
     info = {"kind": "finetune", "path": str(path)}

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 SUMMARY_SECTIONS = (
     "criteria",
     "criteria_submetrics",
+    "criteria_notes",
     "attacks",
     "robustness",
     "tofu",

@@ -176,7 +176,8 @@ ROWS = [
 
 
 def test_criteria_from_judged_rows() -> None:
-    subs = submetrics(ROWS, ["many_shot"])
+    subs, notes = submetrics(ROWS, ["many_shot"])
+    assert notes == {}
     assert subs["unlearning_efficacy"] == {"forget_1_minus_rougeL": 0.5, "forget_privacy": 0.5}
     assert subs["response_quality"] == {
         "forget_response_quality": 0.75,
@@ -199,28 +200,26 @@ def test_criteria_from_judged_rows() -> None:
     )
 
 
-def test_criteria_are_recomputable_from_the_recorded_submetrics_so_normalising_needs_only_them() -> (
-    None
-):
-    better = [{**r, "judge_privacy": 1.0} if "judge_privacy" in r else r for r in ROWS]
-    runs = {name: submetrics(rows, ["many_shot"]) for name, rows in (("a", ROWS), ("b", better))}
-    raw = {name: criteria(subs) for name, subs in runs.items()}
-    for subs, values in zip(runs.values(), raw.values(), strict=True):
-        for name in CRITERIA:
-            assert values[name] == pytest.approx(harmonic_mean(subs[name].values()))
-            assert 0.0 <= values[name] <= 1.0
-    best = raw["b"]["unlearning_efficacy"]
-    assert raw["a"]["unlearning_efficacy"] / best == pytest.approx(0.5 / (2 / 3))
+def test_model_utility_is_over_the_retain_views_the_data_has_and_says_so() -> None:
+    tofu_like = [r for r in ROWS if r["view"] != "general_retain"]  # TOFU has no general retain
+    subs, notes = submetrics(tofu_like, ["many_shot"])
+    assert subs["model_utility"] == {"hard_retain_rougeL_recall": 0.5}
+    assert criteria(subs)["model_utility"] == pytest.approx(0.5)
+    assert "hard_retain" in notes["model_utility"] and "general_retain" in notes["model_utility"]
+    assert set(notes) == {"model_utility"}
+    # Views a criterion needs whatever the data stay missing: the judge's forget privacy.
+    no_forget = [r for r in ROWS if r["view"] != "forget"]
+    assert criteria(submetrics(no_forget, ["many_shot"])[0])["unlearning_efficacy"] is None
 
 
 def test_a_criterion_with_an_unjudged_row_is_missing_not_wrong() -> None:
     partial = [dict(r) for r in ROWS]
     del partial[1]["judge_privacy"]  # the judge failed on the second forget row
-    values = criteria(submetrics(partial, ["many_shot"]))
+    values = criteria(submetrics(partial, ["many_shot"])[0])
     assert values["unlearning_efficacy"] is None
     assert values["model_utility"] == pytest.approx(2 / 3)
     # Without attacks there is nothing to be robust against.
-    assert criteria(submetrics(ROWS, []))["adversarial_robustness"] is None
+    assert criteria(submetrics(ROWS, [])[0])["adversarial_robustness"] is None
 
 
 def test_fine_grained_retention_counts_kept_facts_the_target_knew() -> None:

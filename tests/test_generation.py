@@ -15,6 +15,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from benchmarks.data.records import QARecord, UnlearningData
 from benchmarks.evaluation.evaluate import METRICS, evaluate_model
 from benchmarks.evaluation.generation import answer_logprobs, generate
+from benchmarks.evaluation.specs import METRICS as METRICS_REGISTRY
+from benchmarks.evaluation.specs import RowInputs, metric
 from benchmarks.models import cache_dir, load_model, tiny_tokenizer
 from benchmarks.prompting import (
     TRUNCATED,
@@ -137,9 +139,12 @@ def test_evaluate_model_rows_and_view_means(
     # forget_facts_retained has no records and retain is not evaluated: neither appears.
     assert set(summary) == {"forget", "forget_paraphrased", "hard_retain", "general_retain"}
     for view in ("forget", "forget_paraphrased", "hard_retain"):
-        assert set(summary[view]) == set(METRICS)
+        assert set(summary[view]) == {"n", *METRICS}
     # Without perturbed answers there is no truth ratio.
-    assert set(summary["general_retain"]) == set(METRICS) - {"truth_preference"}
+    assert set(summary["general_retain"]) == {"n", *METRICS} - {"truth_preference"}
+    # n: the questions asked in the view (each paraphrase is one), not the records.
+    n = {view: values.pop("n") for view, values in summary.items()}
+    assert n == {"forget": 2, "forget_paraphrased": 3, "hard_retain": 1, "general_retain": 1}
     for values in summary.values():
         assert all(0.0 <= v <= 1.0 for v in values.values())
 
@@ -154,6 +159,28 @@ def test_evaluate_model_rows_and_view_means(
         ("general_retain", "g1", "Question g1?"),
     ]
     assert all(r["model"] == "tiny" and "generation" in r for r in rows)
+
+
+def test_a_metric_registered_as_a_decorated_function_appears_in_rows_and_view_means(
+    model: Model, make_cfg: Callable[..., DictConfig]
+) -> None:
+    @metric("answer_words", needs={"generation"}, higher_is_better=None)
+    def answer_words(row: RowInputs) -> float:
+        return float(len((row.generation or "").split()) + len(row.answer.split()))
+
+    try:
+        data = UnlearningData("tiny", (_record("f1", "forget"), _record("h1", "hard_retain")))
+        cfg = make_cfg("eval.metrics=[answer_words]", "eval.views=[forget,hard_retain]").eval
+        summary, rows = evaluate_model(*model, data, cfg, Prompter(), "tiny")
+    finally:
+        METRICS_REGISTRY.unregister("answer_words")
+    for r in rows:
+        assert r["answer_words"] == len(r["generation"].split()) + 2
+        assert "rougeL_recall" not in r and "answer_prob" not in r  # only what was selected
+    assert summary == {
+        view: {"n": 1, "answer_words": next(r["answer_words"] for r in rows if r["view"] == view)}
+        for view in ("forget", "hard_retain")
+    }
 
 
 def test_evaluate_model_rejects_an_unknown_metric(

@@ -24,6 +24,7 @@ LAYERS = (
         "benchmarks.evaluation.metrics",
         "benchmarks.evaluation.generation",
         "benchmarks.evaluation.criteria",
+        "benchmarks.evaluation.specs",
         "benchmarks.evaluation.judge_prompts",
     ),
     ("benchmarks.training",),

@@ -14,7 +14,7 @@ import numpy as np
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from benchmarks.data.records import QARecord, UnlearningData
-from benchmarks.evaluation import metrics
+from benchmarks.evaluation import specs
 from benchmarks.evaluation.generation import answer_logprobs, generate
 from benchmarks.evaluation.leak import LeakTest
 from benchmarks.prompting import Prompter
@@ -28,10 +28,12 @@ EVAL_VIEWS = (
     "real_authors",
     "world_facts",
 )
-#: Per-question metrics ``eval.metrics`` selects; each view's mean is reported under the same name.
+#: The per-question metrics ``eval.metrics`` may select: those of the metric spec registry
+#: (:mod:`benchmarks.evaluation.specs`) that have a per-question function; each view's mean is
+#: reported under the same name, beside the view's question count ``n``.
 #: ``truth_preference`` also writes each row's raw truth ratio (``truth_ratio_R``) and TOFU's
 #: normalised answer probability (``answer_prob_normalised``), which the suite's TOFU family reads.
-METRICS = ("rougeL_recall", "answer_prob", "leak_rate", "truth_preference")
+METRICS = tuple(specs.row_metrics())
 #: Metric names an older config may still hold, and what they are called now.
 RENAMED = {"truth_ratio": "truth_preference"}
 
@@ -63,16 +65,21 @@ def evaluate_model(
     prompter: Prompter,
     label: str,
 ) -> tuple[dict[str, dict[str, float]], list[dict[str, Any]]]:
-    """Metrics per view (means) and one row per question asked, for the results file."""
-    wanted = set(eval_cfg.metrics)
-    unknown = wanted - set(METRICS)
+    """Metrics per view (means, and ``n``: the questions asked in the view) and one row per
+    question asked, for the results file. Each selected metric's spec says what it needs: a
+    generation pass, the leak test, a scoring pass."""
+    known = specs.row_metrics()
+    wanted = [name for name in known if name in set(eval_cfg.metrics)]
+    unknown = set(eval_cfg.metrics) - set(known)
     if unknown:
         renamed = "".join(
             f" ({old} is now {RENAMED[old]})" for old in sorted(unknown & set(RENAMED))
         )
         raise ValueError(
-            f"eval.metrics has unknown {sorted(unknown)}; choose from {list(METRICS)}{renamed}"
+            f"eval.metrics has unknown {sorted(unknown)}; choose from {known}{renamed}"
         )
+    chosen = [specs.METRICS.get(name) for name in wanted]
+    needs = set().union(*(spec.needs for spec in chosen))
     items = eval_items(data, tuple(eval_cfg.views))
     prompts = [prompter(tokenizer, item.question) for item in items]
     rows: list[dict[str, Any]] = [
@@ -85,8 +92,9 @@ def evaluate_model(
         }
         for i in items
     ]
-
-    if wanted & {"rougeL_recall", "leak_rate"}:
+    texts: list[str | None] = [None] * len(items)
+    leaks: list[bool | None] = [None] * len(items)
+    if needs & {"generation", "leak_test"}:
         generations = generate(
             model,
             tokenizer,
@@ -96,27 +104,35 @@ def evaluate_model(
             desc=f"eval {label}: generate",
         )
         texts = [g[0] for g in generations]
-        leaks = LeakTest.from_config(eval_cfg.leak).leaks([i.record.answer for i in items], texts)
-        for row, text, leak in zip(rows, texts, leaks, strict=True):
+        for row, text in zip(rows, texts, strict=True):
             row["generation"] = text
-            row["rougeL_recall"] = metrics.rougeL_recall(row["answer"], text)
-            row["leak_rate"] = float(leak)
+    if "leak_test" in needs:
+        leaks = list(
+            LeakTest.from_config(eval_cfg.leak).leaks([i.record.answer for i in items], texts)
+        )
+    scored: list[dict[str, list[np.ndarray]]] = [{} for _ in items]
+    if needs & {"token_scores", "perturbed_scores"}:
+        scored = _score_answers(
+            model, tokenizer, items, prompts, eval_cfg, label, "perturbed_scores" in needs
+        )
+    for row, item, text, leak, scores in zip(rows, items, texts, leaks, scored, strict=True):
+        row.update(
+            specs.row_values(wanted, specs.RowInputs(item.record.answer, text, leak, scores))
+        )
+    return view_means(rows, wanted), rows
 
-    if wanted & {"answer_prob", "truth_preference"}:
-        _score_answers(model, tokenizer, items, prompts, rows, eval_cfg, label, wanted)
 
-    return _means(rows, wanted), rows
-
-
-def _score_answers(model, tokenizer, items, prompts, rows, eval_cfg, label, wanted) -> None:
+def _score_answers(
+    model, tokenizer, items, prompts, eval_cfg, label, perturbed: bool
+) -> list[dict[str, list[np.ndarray]]]:
     """One scoring pass over every (prompt, answer) pair the probability metrics need: the
-    answer, and for the truth ratio the paraphrased answer (where the record has one) and the
-    perturbed answers."""
+    answer, and with ``perturbed`` the paraphrased answer (where the record has one) and the
+    perturbed answers. Each item's token log-probs by kind (``specs.RowInputs.scored``)."""
     pairs: list[tuple[int, str, str]] = []
     for index, item in enumerate(items):
         record = item.record
         pairs.append((index, "answer", record.answer))
-        if "truth_preference" in wanted and record.perturbed_answers:
+        if perturbed and record.perturbed_answers:
             if record.paraphrased_answer is not None:
                 pairs.append((index, "paraphrased", record.paraphrased_answer))
             pairs += [(index, "perturbed", wrong) for wrong in record.perturbed_answers]
@@ -128,40 +144,29 @@ def _score_answers(model, tokenizer, items, prompts, rows, eval_cfg, label, want
         batch_size=eval_cfg.batch_size,
         desc=f"eval {label}: score",
     )
-    by_item: dict[int, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
+    by_item: list[dict[str, list[np.ndarray]]] = [defaultdict(list) for _ in items]
     for (index, kind, _), score in zip(pairs, scores, strict=True):
         by_item[index][kind].append(score)
-    for index, scored in by_item.items():
-        rows[index].update(score_row(scored))
+    return [dict(scored) for scored in by_item]
 
 
 def score_row(scored: dict[str, list[np.ndarray]]) -> dict[str, float]:
-    """A question's probability metrics from its answers' token log-probs by kind: ``answer``
-    (one), ``paraphrased`` (none or one) and ``perturbed`` (none or several).
-
-    ``answer_prob`` is P(answer)^(1/|answer|); with perturbed answers, ``truth_ratio_R`` is TOFU's
-    truth ratio with the paraphrased answer as its base (the answer where there is none),
-    ``truth_preference`` its max(0, 1 − R), and ``answer_prob_normalised`` TOFU's probability on
-    real authors and world facts, P(answer)/(P(answer) + Σ P(perturbed)), length-normalised."""
-    (answer,) = scored["answer"]
-    result = {"answer_prob": metrics.answer_prob(answer)}
-    perturbed = scored.get("perturbed", [])
-    if perturbed:
-        base = scored.get("paraphrased", [answer])[0]
-        ratio = metrics.truth_ratio(base, perturbed)
-        result["truth_ratio_R"] = ratio
-        result["truth_preference"] = metrics.truth_preference(ratio)
-        result["answer_prob_normalised"] = metrics.multiple_choice(answer, perturbed)[1]
-    return result
+    """A question's probability metrics (``answer_prob``, ``truth_preference`` and the keys it
+    adds) from its answers' token log-probs by kind, as ``evaluate_model`` computes them."""
+    inputs = specs.RowInputs("", scored=scored)
+    return specs.row_values(["answer_prob", "truth_preference"], inputs)
 
 
-def _means(rows: list[dict[str, Any]], wanted: set[str]) -> dict[str, dict[str, float]]:
-    by_view: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+def view_means(rows: list[dict[str, Any]], wanted: list[str]) -> dict[str, dict[str, float]]:
+    """Each view's mean of every wanted metric its rows have, and ``n``: the view's rows."""
+    by_view: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
-        for metric in METRICS:
-            if metric in wanted and metric in row:
-                by_view[row["view"]][metric].append(row[metric])
-    return {
-        view: {metric: float(np.mean(values)) for metric, values in per_metric.items()}
-        for view, per_metric in by_view.items()
-    }
+        by_view[row["view"]].append(row)
+    means: dict[str, dict[str, float]] = {}
+    for view, chosen in by_view.items():
+        means[view] = {"n": len(chosen)}
+        for name in wanted:
+            values = [row[name] for row in chosen if name in row]
+            if values:
+                means[view][name] = float(np.mean(values))
+    return means

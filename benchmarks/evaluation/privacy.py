@@ -11,10 +11,12 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -123,12 +125,21 @@ def answer_token_stats(
     return [stats[i] for i in range(len(encoded))]
 
 
-def mia_aucs(
+#: Per MIA score: the forget questions' scores and the holdout questions' scores.
+MiaScores = dict[str, tuple[list[float], list[float]]]
+#: The bootstrap behind every AUC and privleak interval: resamples, level, seed (fixed, so a
+#: rerun gives the same interval).
+BOOTSTRAP = {"resamples": 1000, "level": 0.95, "seed": 0}
+#: Below this many forget or holdout questions an AUC says little: the results carry a warning.
+MIN_MIA_QUESTIONS = 30
+
+
+def mia_scores(
     forget: Sequence[tuple[TokenStats, str]], holdout: Sequence[tuple[TokenStats, str]], k: float
-) -> dict[str, float]:
-    """The forget-vs-holdout AUC of every registered attack."""
+) -> MiaScores:
+    """Every registered attack's scores of the forget and of the holdout questions."""
     return {
-        name: auc(
+        name: (
             [MIA_SCORES.get(name)(s, text, k) for s, text in forget],
             [MIA_SCORES.get(name)(s, text, k) for s, text in holdout],
         )
@@ -136,7 +147,91 @@ def mia_aucs(
     }
 
 
-def forget_vs_holdout_aucs(
+def mia_aucs(
+    forget: Sequence[tuple[TokenStats, str]], holdout: Sequence[tuple[TokenStats, str]], k: float
+) -> dict[str, float]:
+    """The forget-vs-holdout AUC of every registered attack."""
+    return {name: auc(*pair) for name, pair in mia_scores(forget, holdout, k).items()}
+
+
+def rank_auc(forget: np.ndarray, holdout: np.ndarray) -> np.ndarray:
+    """ROC-AUC along the last axis (holdout positive, ties count half), from ranks: many
+    resamples at once, equal to :func:`auc` on each."""
+    n, m = forget.shape[-1], holdout.shape[-1]
+    ranks = rankdata(np.concatenate([forget, holdout], axis=-1), axis=-1)
+    return (ranks[..., n:].sum(-1) - m * (m + 1) / 2) / (n * m)
+
+
+def bootstrap_intervals(
+    scores: tuple[Sequence[float], Sequence[float]],
+    reference: tuple[Sequence[float], Sequence[float]] | None = None,
+    *,
+    resamples: int = BOOTSTRAP["resamples"],
+    level: float = BOOTSTRAP["level"],
+    seed: int = BOOTSTRAP["seed"],
+) -> dict[str, dict[str, float] | None]:
+    """Percentile bootstrap intervals of the AUC and, with the reference model's scores of the
+    same questions, of privleak: forget and holdout questions are resampled apart (the AUC's two
+    classes keep their sizes), the same questions for both models."""
+    forget, holdout = (np.asarray(s, dtype=float) for s in scores)
+    rng = np.random.default_rng(seed)
+    pick_f = rng.integers(0, len(forget), (resamples, len(forget)))
+    pick_h = rng.integers(0, len(holdout), (resamples, len(holdout)))
+    aucs = rank_auc(forget[pick_f], holdout[pick_h])
+    tails = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+    result: dict[str, dict[str, float] | None] = {
+        "auc": _bounds(np.percentile(aucs, tails)),
+        "privleak": None,
+    }
+    if reference is not None:
+        ref_f, ref_h = (np.asarray(s, dtype=float) for s in reference)
+        ref_aucs = rank_auc(ref_f[pick_f], ref_h[pick_h])
+        kept = ref_aucs < 1.0  # privleak is undefined where the reference AUC is 1
+        if kept.any():
+            leaks = (ref_aucs[kept] - aucs[kept]) / (1 - ref_aucs[kept]) * 100
+            result["privleak"] = _bounds(np.percentile(leaks, tails))
+    return result
+
+
+def _bounds(values: np.ndarray) -> dict[str, float]:
+    """An interval as ``{"low", "high"}``: flattened, both are numeric columns for analysis."""
+    return {"low": float(values[0]), "high": float(values[1])}
+
+
+def mia_results(scores: MiaScores, reference: MiaScores | None) -> dict[str, Any]:
+    """The privacy family's numbers: each score's AUC with its bootstrap interval, privleak (and
+    its interval) against the reference's scores where there are some, the question counts, and
+    a warning when they are few."""
+    n = {
+        "forget": len(next(iter(scores.values()))[0]),
+        "holdout": len(next(iter(scores.values()))[1]),
+    }
+    aucs = {name: auc(*pair) for name, pair in scores.items()}
+    intervals = {
+        name: bootstrap_intervals(pair, reference.get(name) if reference else None)
+        for name, pair in scores.items()
+    }
+    result: dict[str, Any] = {
+        "auc": aucs,
+        "auc_ci": {name: ci["auc"] for name, ci in intervals.items()},
+        "n": n,
+        "bootstrap": dict(BOOTSTRAP),
+    }
+    if reference:
+        result["privleak"] = {name: privleak(aucs[name], auc(*reference[name])) for name in aucs}
+        result["privleak_ci"] = {name: ci["privleak"] for name, ci in intervals.items()}
+    if min(n.values()) < MIN_MIA_QUESTIONS:
+        widest = max(ci["high"] - ci["low"] for ci in result["auc_ci"].values())
+        result["warning"] = (
+            f"MIA AUCs compare {n['forget']} forget vs {n['holdout']} holdout questions: their "
+            f"{BOOTSTRAP['level']:.0%} bootstrap intervals are up to {widest:.2f} wide, so an AUC "
+            "near 0.5 or a privleak near 0 says little; more questions (data.forget_set, a "
+            "larger holdout) narrow them"
+        )
+    return result
+
+
+def forget_vs_holdout_scores(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     data: UnlearningData,
@@ -144,8 +239,8 @@ def forget_vs_holdout_aucs(
     *,
     k: float,
     batch_size: int,
-) -> dict[str, float]:
-    """Forget-vs-holdout AUC of each MIA score, from one scoring pass."""
+) -> MiaScores:
+    """Each MIA score of the forget and of the holdout questions, from one scoring pass."""
     forget, holdout = data.forget, data.with_role("holdout")
     records = [*forget, *holdout]
     stats = answer_token_stats(
@@ -156,4 +251,4 @@ def forget_vs_holdout_aucs(
         batch_size=batch_size,
     )
     scored = list(zip(stats, (r.answer for r in records), strict=True))
-    return mia_aucs(scored[: len(forget)], scored[len(forget) :], k)
+    return mia_scores(scored[: len(forget)], scored[len(forget) :], k)

@@ -36,7 +36,7 @@ from benchmarks.evaluation.fine_grained import fine_grained
 from benchmarks.evaluation.generation import answer_logprobs, generate
 from benchmarks.evaluation.judges import JUDGES, Judge, Judged, JudgeEnv, JudgeError, build_judge
 from benchmarks.evaluation.leak import LeakTest
-from benchmarks.evaluation.privacy import forget_vs_holdout_aucs, privleak
+from benchmarks.evaluation.privacy import MiaScores, forget_vs_holdout_scores, mia_results
 from benchmarks.evaluation.tofu import TOFU_UTILITY, forget_truth_ratio, tofu_metrics
 from benchmarks.prompting import Prompter
 from benchmarks.registry import Registry
@@ -55,10 +55,11 @@ ORDER = (
 
 #: Bumped when what the families report changes (2: attack leak rates never below the greedy
 #: ones, ``robustness``; 3: relearning on related facts, the outcome and echo probes; 4: TOFU's
-#: truth ratio on the paraphrased answer, its 9-value model utility, ``forget_truth_ratio``), so
-#: that a target's suite results cached by older code, which lack the new keys, are computed anew
+#: truth ratio on the paraphrased answer, its 9-value model utility, ``forget_truth_ratio``; 5:
+#: bootstrap intervals and counts for the MIA AUCs and privleak, ``criteria_notes``), so that a
+#: target's suite results cached by older code, which lack the new keys, are computed anew
 #: rather than read.
-RESULTS_VERSION = 4
+RESULTS_VERSION = 5
 
 #: The views and per-question metrics each family reads from ``evaluate_model``'s rows.
 NEEDS: dict[str, tuple[set[str], set[str]]] = {
@@ -176,8 +177,8 @@ class Suite:
             known.update(zip(missing, (f[0] for f in fresh), strict=True))
         return [known[p] for p in prompts]
 
-    def mia(self, model: PreTrainedModel, prompter: Prompter) -> dict[str, float]:
-        return forget_vs_holdout_aucs(
+    def mia(self, model: PreTrainedModel, prompter: Prompter) -> MiaScores:
+        return forget_vs_holdout_scores(
             model,
             self.tokenizer,
             self.data,
@@ -344,16 +345,18 @@ def worst_case(
 
 @FAMILIES.register("privacy")
 def privacy_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
-    """MIA AUCs forget vs holdout, and privleak against the retain-only reference."""
+    """MIA AUCs forget vs holdout and privleak against the retain-only reference, each with a
+    95% percentile bootstrap interval over questions (fixed seed), the question counts, and a
+    warning when they are few (:func:`benchmarks.evaluation.privacy.mia_results`)."""
     if not suite.data.with_role("holdout"):
         return {
             "privacy": {"skipped": "the data has no holdout records (questions never trained on)"}
         }
-    aucs = suite.mia(suite.model(run), run.prompter)
-    result: dict[str, Any] = {"auc": aucs}
-    reference = suite.reference
-    if reference and "auc" in reference:
-        result["privleak"] = {name: privleak(aucs[name], reference["auc"][name]) for name in aucs}
+    scores = suite.mia(suite.model(run), run.prompter)
+    reference = (suite.reference or {}).get("mia_scores")
+    result = mia_results(scores, reference)
+    if "warning" in result:
+        log.warning("%s: %s", run.label, result["warning"])
     return {"privacy": result}
 
 
@@ -423,13 +426,18 @@ def multiple_choice_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
 
 @FAMILIES.register("criteria")
 def criteria_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
-    """The five WPU criteria and their sub-metrics, after the judge has scored the rows."""
+    """The five WPU criteria and their sub-metrics, after the judge has scored the rows; where a
+    criterion is over the views the data has (model utility on TOFU, which has no general
+    retain), ``criteria_notes`` says which."""
     _judge_rows(suite, run)
     attacked = {r["view"].split("/", 1)[1] for r in run.rows if r["view"].startswith("attack/")}
     # An attack with nothing to ask (no paraphrases in the data) does not count against robustness.
     attacks = [name for name in suite.eval.attacks if name in attacked]
-    subs = submetrics(run.rows, attacks)
-    return {"criteria": criteria(subs), "criteria_submetrics": subs}
+    subs, notes = submetrics(run.rows, attacks)
+    result: dict[str, Any] = {"criteria": criteria(subs), "criteria_submetrics": subs}
+    if notes:
+        result["criteria_notes"] = notes
+    return result
 
 
 #: The views whose answers the outcome and echo probes classify: the forget questions, and their

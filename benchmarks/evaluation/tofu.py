@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import ks_2samp
 
-from benchmarks.evaluation.criteria import harmonic_mean
+from benchmarks.evaluation.specs import harmonic_mean
 
 #: Views whose questions should be forgotten: TOFU's ``closer_to_1_better`` aggregation.
 FORGOTTEN_VIEWS = ("forget", "forget_paraphrased")
