@@ -32,7 +32,7 @@ from benchmarks.evaluation.attacks import (
 )
 from benchmarks.evaluation.criteria import CRITERIA
 from benchmarks.evaluation.evaluate import evaluate_model
-from benchmarks.evaluation.privacy import MIA_SCORES
+from benchmarks.evaluation.privacy import MIA_SCORES, auc
 from benchmarks.evaluation.suite import (
     ModelRun,
     Suite,
@@ -48,6 +48,7 @@ from benchmarks.evaluation.suite import (
 from benchmarks.job import run_job
 from benchmarks.models import cache_dir, load_model
 from benchmarks.prompting import Prompter, encode_pair, pad_encoded
+from benchmarks.report import print_summary
 from benchmarks.target import reference_results, retain_reference, taught
 from benchmarks.training import mean_nll
 
@@ -72,7 +73,7 @@ FULL = (
 
 
 def test_a_job_with_the_full_suite_reports_every_family(
-    make_cfg: Callable[..., DictConfig], tmp_path: Path
+    make_cfg: Callable[..., DictConfig], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     results = run_job(make_cfg(*QUICK, *FULL), tmp_path / "job")
     assert results["status"] == "ok" and "eval_errors" not in results
@@ -115,6 +116,13 @@ def test_a_job_with_the_full_suite_reports_every_family(
         assert "4 vs 4 truth ratios" in tofu["forget_quality_warning"]
         privacy = results["privacy"][model]
         assert set(privacy["auc"]) == set(privacy["privleak"]) == set(MIA_SCORES.names())
+        assert set(privacy["privleak_ci"]) == set(MIA_SCORES.names())
+        counts = results["data"]["counts"]
+        assert privacy["n"] == {"forget": counts["forget"], "holdout": counts["holdout"]}
+        for name, value in privacy["auc"].items():
+            assert privacy["auc_ci"][name]["low"] <= value <= privacy["auc_ci"][name]["high"]
+        assert f"{counts['forget']} forget vs 10 holdout" in privacy["warning"]
+        assert results["metrics"][model]["forget"]["n"] == counts["forget"]
         assert {"retention", "forgotten", "score"} <= set(results["fine_grained"][model])
         choice = results["multiple_choice"][model]
         assert set(choice) == {"forget", "hard_retain"}
@@ -131,6 +139,15 @@ def test_a_job_with_the_full_suite_reports_every_family(
     assert "skipped" in results["echo"]["unlearned"] and "skipped" in results["echo"]["target"]
     assert set(results["privacy"]["reference"]["auc"]) == set(MIA_SCORES.names())
     assert results["data"]["counts"]["holdout"] == 10
+    print_summary(results)
+    printed = capsys.readouterr().out
+    header = next(line for line in printed.splitlines() if "view (target → unlearned)" in line)
+    assert [cell.strip() for cell in header.split("|")][2] == "n"
+    forget_line = next(line for line in printed.splitlines() if line.startswith("| forget "))
+    n = counts["forget"]
+    assert forget_line.split("|")[2].strip() == f"{n} → {n}"
+    assert f"MIA (n = {counts['forget']} forget vs 10 holdout)" in printed
+    assert "[95% CI]" in printed and privacy["warning"] in printed
 
     rows = results["generations"]
     for model in ("target", "unlearned"):
@@ -228,7 +245,7 @@ def test_a_model_that_memorised_the_forget_set_is_told_from_the_holdout(
     cfg = make_cfg()
     model, tokenizer, data = memorised(cfg, steps=15)
     suite = make_suite(cfg, data, tokenizer, {})
-    aucs = suite.mia(model, Prompter())
+    aucs = {name: auc(*pair) for name, pair in suite.mia(model, Prompter()).items()}
     assert aucs["loss"] > 0.9 and aucs["min_k"] > 0.9 and aucs["min_k_plus_plus"] > 0.9, aucs
 
 
