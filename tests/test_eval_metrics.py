@@ -27,6 +27,7 @@ from benchmarks.evaluation.privacy import (
     privleak,
     zlib_score,
 )
+from benchmarks.evaluation.specs import METRICS, MetricSpec, metric
 from benchmarks.evaluation.tofu import forget_quality, model_utility
 from benchmarks.models import cache_dir, load_model
 from benchmarks.prompting import Prompter, encode_pair
@@ -241,3 +242,11 @@ def test_fine_grained_retention_counts_kept_facts_the_target_knew() -> None:
     assert result["score"] == pytest.approx(2 / 3)
     assert result["retained_leak_rate"] == pytest.approx(1 / 3)
     assert fine_grained([r for r in unlearned if r["view"] == "forget"], target) is None
+
+
+def test_a_per_question_metric_cannot_need_what_evaluate_model_does_not_give() -> None:
+    with pytest.raises(ValueError, match=r"needs \['judge'\].*declare"):
+        metric("judged_length", needs={"generation", "judge"}, higher_is_better=None)
+    with pytest.raises(ValueError, match=r"unknown \['vibes'\]"):
+        MetricSpec("vibes", frozenset({"vibes"}), "mean", higher_is_better=True)
+    assert "judged_length" not in METRICS

@@ -37,6 +37,10 @@ NEEDS = frozenset(
 )  # fmt: skip
 
 
+#: What ``evaluate_model`` gives a per-question metric.
+ROW_NEEDS = frozenset({"generation", "leak_test", "token_scores", "perturbed_scores"})
+
+
 @dataclass(frozen=True)
 class RowInputs:
     """What a per-question metric reads: the gold answer, the greedy generation and the leak
@@ -107,6 +111,12 @@ def metric(
     aggregation: str = "mean over a view's questions",
 ) -> Callable[[RowMetric], RowMetric]:
     """Register a per-question metric; ``evaluate_model`` reports its mean per view."""
+    beyond = set(needs) - ROW_NEEDS
+    if beyond:
+        raise ValueError(
+            f"per-question metric {name!r} needs {sorted(beyond)}, which evaluate_model does not "
+            f"provide (only {sorted(ROW_NEEDS)}); compute it in a suite family and declare() it"
+        )
 
     def add(row: RowMetric) -> RowMetric:
         spec = MetricSpec(
