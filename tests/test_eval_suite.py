@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from test_eval_judges import FakeJudgeServer
 
 from benchmarks.data import load_data
-from benchmarks.data.records import QARecord
+from benchmarks.data.records import QARecord, UnlearningData
 from benchmarks.evaluation import attacks as attacks_module
 from benchmarks.evaluation import suite as suite_module
 from benchmarks.evaluation.attacks import (
@@ -38,6 +38,7 @@ from benchmarks.evaluation.suite import (
     Suite,
     attacks_family,
     check_suite,
+    criteria_family,
     echo_family,
     leak_summary,
     multiple_choice_family,
@@ -643,3 +644,45 @@ def test_each_forget_answer_is_a_leak_a_refusal_or_a_fabrication_and_echoes_are_
     assert [r["echo"] for r in rows] == [0, 0, 0, 1, 1, 0, 0, 1]
 
     assert "skipped" in echo_family(suite, target)["echo"]
+
+
+class ConstantJudge:
+    """A judge that gives every answer the same scores (the criteria's arithmetic is the test)."""
+
+    def privacy(self, items: list) -> list[float]:
+        return [1.0] * len(items)
+
+    def rejects(self, items: list) -> list[bool]:
+        return [False] * len(items)
+
+    def quality(self, items: list, *, forgotten: bool) -> list[float]:
+        return [1.0] * len(items)
+
+
+@pytest.mark.parametrize("with_general_retain", [True, False])
+def test_model_utility_is_over_the_retain_views_the_data_has(
+    make_cfg: Callable[..., DictConfig], with_general_retain: bool
+) -> None:
+    """TOFU has no general retain: its model utility is the hard retain's, and the results say
+    so, where a missing judge score would still leave a criterion None."""
+    views = ["forget", "hard_retain"] + (["general_retain"] if with_general_retain else [])
+    records = [QARecord(id=v, subject="A", question=f"{v}?", answer="x", role=v) for v in views]
+    data = UnlearningData("toy", tuple(records))
+    rouge = {"forget": 0.2, "hard_retain": 0.6, "general_retain": 0.3}
+    rows = [
+        {"view": v, "id": v, "question": f"{v}?", "answer": "x", "generation": "y",
+         "rougeL_recall": rouge[v]}
+        for v in views
+    ]  # fmt: skip
+    suite = make_suite(make_cfg(*QUICK), data, None, {})
+    suite.__dict__["judge"] = ConstantJudge()
+    result = criteria_family(suite, ModelRun("unlearned", Prompter(), {}, rows))
+    utility = result["criteria"]["model_utility"]
+    if with_general_retain:
+        assert utility == pytest.approx(2 / (1 / 0.6 + 1 / 0.3))
+        assert "criteria_notes" not in result
+    else:
+        assert utility == pytest.approx(0.6)
+        assert set(result["criteria_submetrics"]["model_utility"]) == {"hard_retain_rougeL_recall"}
+        assert "no rows of general_retain" in result["criteria_notes"]["model_utility"]
+    assert result["criteria"]["unlearning_efficacy"] == pytest.approx(2 / (1 / 0.8 + 1))
