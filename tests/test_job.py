@@ -54,8 +54,13 @@ def test_results_file_meets_the_contract(
         per_view = results["metrics"][model]
         assert set(per_view) == VIEWS
         for view, values in per_view.items():
-            assert set(values) == METRICS, (model, view)
-            assert all(isinstance(v, float) and math.isfinite(v) for v in values.values())
+            assert set(values) == {"n", *METRICS}, (model, view)
+            asked_here = [
+                r for r in results["generations"] if (r["model"], r["view"]) == (model, view)
+            ]
+            means = {k: v for k, v in values.items() if k != "n"}
+            assert values["n"] == len(asked_here), (model, view)
+            assert all(isinstance(v, float) and math.isfinite(v) for v in means.values())
     assert list(results["timings_s"])[: len(PHASES)] == PHASES
     assert all(phase.startswith("suite/") for phase in list(results["timings_s"])[len(PHASES) :])
     assert all(seconds >= 0 for seconds in results["timings_s"].values())
@@ -91,7 +96,7 @@ def test_forget_facts_set_adds_the_kept_facts(
     results = run_job(make_cfg(*QUICK, NO_SUITE, "data.forget_set=forget_facts"), tmp_path / "job")
     for model in ("target", "unlearned"):
         assert set(results["metrics"][model]) == VIEWS | {"forget_facts_retained"}
-        assert set(results["metrics"][model]["forget_facts_retained"]) == METRICS
+        assert set(results["metrics"][model]["forget_facts_retained"]) == {"n", *METRICS}
 
 
 def test_same_seed_gives_identical_results(
