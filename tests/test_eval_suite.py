@@ -276,6 +276,15 @@ def test_a_suite_its_evaluation_cannot_feed_fails_before_any_model_work(
         check_suite(make_cfg(*overrides).eval)
 
 
+def test_the_criteria_need_the_views_their_registry_definition_requires_not_more(
+    make_cfg: Callable[..., DictConfig],
+) -> None:
+    """General retain is ``if_present`` in model utility (TOFU has none): not required."""
+    check_suite(make_cfg("eval.suite=[criteria]", "eval.views=[forget,hard_retain]").eval)
+    with pytest.raises(ValueError, match="rougeL_recall"):
+        check_suite(make_cfg("eval.suite=[criteria]", "eval.metrics=[answer_prob]").eval)
+
+
 # -- attack mechanics --------------------------------------------------------------------------
 
 

@@ -229,27 +229,33 @@ def truth_preference(row: RowInputs) -> dict[str, float] | None:
 declare(MetricSpec(
     "forget_quality", frozenset({"token_scores", "perturbed_scores", "reference_model"}),
     "KS-test p-value of the forget truth ratios against the retain-only model's",
-    higher_is_better=True, range=(0.0, 1.0), column="tofu/unlearned/forget_quality",
+    higher_is_better=True, range=(0.0, 1.0), short="forget quality",
+    column="tofu/unlearned/forget_quality",
 ))  # fmt: skip
 declare(MetricSpec(
     "forget_truth_ratio", frozenset({"token_scores", "perturbed_scores"}),
     "mean min(R, 1/R) over a forgotten view's questions", higher_is_better=True,
-    range=(0.0, 1.0), column="tofu/unlearned/forget_truth_ratio/forget",
+    range=(0.0, 1.0), short="forget truth ratio",
+    column="tofu/unlearned/forget_truth_ratio/forget",
 ))  # fmt: skip
 declare(MetricSpec(
     "tofu_model_utility", frozenset({"generation", "token_scores", "perturbed_scores"}),
     "harmonic mean of TOFU's 9 values (or of 3 per kept view on other data)",
-    higher_is_better=True, range=(0.0, 1.0), column="tofu/unlearned/model_utility",
+    higher_is_better=True, range=(0.0, 1.0), short="TOFU utility",
+    column="tofu/unlearned/model_utility",
 ))  # fmt: skip
 declare(MetricSpec(
     "mia_auc", frozenset({"token_scores", "holdout"}),
     "ROC-AUC of holdout vs forget questions by each MIA score; 0.5: forget looks unseen",
-    higher_is_better=None, range=(0.0, 1.0), column="privacy/unlearned/auc/min_k",
+    higher_is_better=None, range=(0.0, 1.0), short="min-k AUC",
+    column="privacy/unlearned/auc/min_k",
 ))  # fmt: skip
 declare(MetricSpec(
     "privleak", frozenset({"token_scores", "holdout", "reference_model"}),
-    "relative AUC gap to the retain-only model, in %; 0 ideal", higher_is_better=None,
-    range=(-100.0, 100.0), column="privacy/unlearned/privleak/min_k",
+    "relative AUC gap to the retain-only model, in %; 0 ideal, −100 at worst (the forget set "
+    "fully told apart), unbounded above (over-unlearning)", higher_is_better=None,
+    short="min-k privleak",
+    column="privacy/unlearned/privleak/min_k",
 ))  # fmt: skip
 declare(MetricSpec(
     "worst_case_leak", frozenset({"generation", "leak_test"}),
@@ -363,6 +369,15 @@ def criteria_submetrics(
                 f"(no rows of {', '.join(dropped)})"
             )
     return subs, notes
+
+
+def criteria_inputs() -> tuple[set[str], set[str]]:
+    """What the criteria read from ``evaluate_model``: the views they need whatever the data (not
+    the attacks', not those ``if_present``) and the per-question metrics among their keys (the
+    rest are the judge's)."""
+    subs = [sub for _, spec in CRITERIA_SPECS.items() for sub in spec.submetrics]
+    views = {sub.view for sub in subs if "{attack}" not in sub.view and not sub.if_present}
+    return views, {sub.key for sub in subs} & set(row_metrics())
 
 
 def criteria(subs: Mapping[str, Mapping[str, float | None]]) -> dict[str, float | None]:

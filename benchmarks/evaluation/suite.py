@@ -37,6 +37,7 @@ from benchmarks.evaluation.generation import answer_logprobs, generate
 from benchmarks.evaluation.judges import JUDGES, Judge, Judged, JudgeEnv, JudgeError, build_judge
 from benchmarks.evaluation.leak import LeakTest
 from benchmarks.evaluation.privacy import MiaScores, forget_vs_holdout_scores, mia_results
+from benchmarks.evaluation.specs import criteria_inputs
 from benchmarks.evaluation.tofu import TOFU_UTILITY, forget_truth_ratio, tofu_metrics
 from benchmarks.prompting import Prompter
 from benchmarks.registry import Registry
@@ -63,7 +64,7 @@ RESULTS_VERSION = 5
 
 #: The views and per-question metrics each family reads from ``evaluate_model``'s rows.
 NEEDS: dict[str, tuple[set[str], set[str]]] = {
-    "criteria": ({"forget", "hard_retain", "general_retain"}, {"rougeL_recall", "leak_rate"}),
+    "criteria": criteria_inputs(),  # the metric spec registry's: the criteria's definition
     "tofu": (
         {"forget", *(view for view, _ in TOFU_UTILITY.values())},
         {"answer_prob", "rougeL_recall", "truth_preference"},
