@@ -97,6 +97,12 @@ class MethodConfig(TrainConfig):
     keep them so that a sweep setting a training key composes for every method)."""
 
     name: str = knob(MISSING, "the registered method name")
+    # The one early-stopping rule of every training method (benchmarks/evaluation/selection.py):
+    # the training budget (epochs or max_steps) is its cap.
+    stop_when_forgotten: bool = knob(
+        False, "stop training once no forget question (or selection paraphrase) leaks"
+    )
+    stop_check_every: int = knob(5, "optimizer steps between two checks of the stopping rule", ge=1)
 
 
 @dataclass

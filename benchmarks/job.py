@@ -20,10 +20,12 @@ from transformers import set_seed
 from benchmarks.cache import atomic_write_text, files_fingerprint, fingerprint
 from benchmarks.components import discover
 from benchmarks.config import validate
+from benchmarks.costs import COSTS
 from benchmarks.data import load_data
 from benchmarks.distributed import is_main_process
 from benchmarks.estimate import job_estimate
 from benchmarks.evaluation.evaluate import evaluate_model
+from benchmarks.evaluation.selection import SelectionError, objective
 from benchmarks.evaluation.suite import ModelRun, check_suite, run_suite
 from benchmarks.methods import METHODS, JobContext
 from benchmarks.models import cache_dir, load_model, use_cpu_threads
@@ -50,7 +52,8 @@ class Timer:
     def __call__(self, phase: str) -> Iterator[None]:
         start = time.perf_counter()
         try:
-            yield
+            with COSTS.phase(phase):
+                yield
         finally:
             self.seconds[phase] = round(time.perf_counter() - start, 3)
 
@@ -137,6 +140,7 @@ def run_job(
             raise
         finally:
             results["timings_s"] = timer.seconds
+            results["costs"] = COSTS.as_dict()
             _record(results, path, index, tracker)
     return results
 
@@ -282,6 +286,7 @@ def _run(
     cfg: DictConfig, output_dir: Path, tracker: Tracker, timer: Timer, *, estimate: bool | None
 ) -> dict[str, Any]:
     TRUNCATED.clear()
+    COSTS.clear()
     threads = use_cpu_threads(cfg.get("threads"))
     set_seed(cfg.seed)
     check_suite(cfg.eval)
@@ -312,6 +317,7 @@ def _run(
         cache_dir=cache,
         prompter=prompter,
         log_fn=tracker.log,
+        eval_cfg=cfg.eval,
         load_base=lambda: load_model(cfg.model, cache, cfg.device)[0],
         model_key=target_info.get("path")
         or fingerprint(OmegaConf.to_container(cfg.model, resolve=True)),
@@ -340,7 +346,12 @@ def _run(
             cache, "suite-target", target_info, cfg.eval, data, prompter
         ),
     )
+    try:
+        selection = objective(target_metrics, metrics, rows)
+    except SelectionError as err:  # an evaluation without the selection views: nothing to tune on
+        selection = {"objective": None, "error": str(err)}
     return {
+        "selection": selection,
         "data": {
             "name": data.name,
             "counts": {s: len(data.with_role(s)) for s in sorted({r.role for r in data.records})},

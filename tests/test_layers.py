@@ -16,7 +16,13 @@ PACKAGES = ("benchmarks", "baselines", "unstar", "analysis")
 #: Lowest first. A module may import modules of its own layer or below (matched by prefix,
 #: the longest prefix wins).
 LAYERS = (
-    ("benchmarks.registry", "benchmarks.cache", "benchmarks.config", "benchmarks.distributed"),
+    (
+        "benchmarks.registry",
+        "benchmarks.cache",
+        "benchmarks.config",
+        "benchmarks.distributed",
+        "benchmarks.costs",
+    ),
     ("benchmarks.data",),
     ("benchmarks.prompting", "benchmarks.models"),
     (
