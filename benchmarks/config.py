@@ -255,6 +255,8 @@ class JobConfig:
     )
     cache_dir: str | None = knob(None, "where converted models, targets and anti-samples live")
     force: bool = knob(False, "re-run a job whose identical config already finished")
+    tuned_dir: str = knob("outputs/tuned", "where tune=<method> writes <method>.yaml")
+    use_tuned: bool = knob(False, "run the method at its parameters in tuned_dir/<method>.yaml")
     model: Any = MISSING
     data: Any = MISSING
     target: TargetConfig = knob(help="the model to unlearn from", default_factory=TargetConfig)

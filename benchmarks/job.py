@@ -38,12 +38,14 @@ from benchmarks.target import (
     target_cache_path,
 )
 from benchmarks.tracking import Tracker, record, write_results
+from benchmarks.tuning import apply_tuned
 
 log = logging.getLogger(__name__)
 
 
 class Timer:
-    """Wall-clock seconds per named phase, in the order they ran."""
+    """Wall-clock seconds per named phase, in the order they ran; the phase's work (steps,
+    tokens, forward passes) is counted under the same name in ``COSTS``."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
@@ -85,6 +87,7 @@ def run_job(
     (:mod:`benchmarks.estimate`); None: when the model is on a GPU.
     """
     discover()
+    tuning = apply_tuned(cfg)  # before the job's identity: tuned parameters are part of it
     config = OmegaConf.to_container(cfg, resolve=True)
     if cfg.method.name not in METHODS:
         raise KeyError(
@@ -118,6 +121,7 @@ def run_job(
         "seed": cfg.seed,
         "config": config,
         "job_key": key,
+        "tuning": tuning,
     }
     tracker = Tracker()
     with _sigterm_raises():
@@ -209,7 +213,7 @@ def _record(results: dict[str, Any], path: Path, index: Path, tracker: Tracker) 
 
 
 #: Config keys that do not change a job's results: where it logs, caches, and whether to re-run.
-NOT_RESULT_SHAPING = ("tracking", "cache_dir", "force")
+NOT_RESULT_SHAPING = ("tracking", "cache_dir", "force", "tuned_dir")
 
 
 def job_key(config: dict[str, Any]) -> str:
