@@ -15,7 +15,10 @@ It writes, under ``--out`` (default ``SWEEP_DIR/analysis``):
 - ``problems.csv``: failed and missing jobs, also printed: a sweep is never silently thinned;
 - ``summary.{csv,md,tex}``: mean ± std (sample std, ddof=1) over seeds per method and variant;
 - ``relative_to_best.{csv,md,tex}``: the paper's view: each criterion as % of the best method's mean;
-- ``criteria_bars.png``, ``criteria_radar.png``, ``efficacy_vs_utility.png``.
+- ``criteria_bars.png``, ``criteria_radar.png``, ``efficacy_vs_utility.png``;
+- ``comparison.{csv,md}``, ``setup.csv``, ``pareto.png`` (:mod:`analysis.compare`): per method the
+  mean and 95% bootstrap interval (questions resampled, the same draw for every seed and method)
+  of each headline metric, ties with the best, tuned parameters, budget, stopping and costs.
 
 Rows are grouped by method and *variant*: the config keys that differ between jobs of the same
 method, seed excepted, so ``method.rationale=true,false`` gives two rows and a seed sweep one.
@@ -30,6 +33,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.compare import write_comparison
 from analysis.plots import write_plots
 from analysis.runs import Collection, read_sweep, read_wandb
 from analysis.tables import (
@@ -57,6 +61,7 @@ def write(collection: Collection, out: Path | str) -> Report:
     relative = relative_to_best(summary)
     files.update(write_tables(summary, relative, out))
     files.update(write_plots(collection.jobs, summary, relative, out))
+    files.update(write_comparison(collection.jobs, out)[1])
     return Report(summary, relative, files)
 
 
@@ -77,6 +82,11 @@ def describe(collection: Collection, report: Report) -> str:
     lines.append(to_markdown(summary_table(report.summary)))
     lines.append("\nRelative to the best method (100 = best), the paper's view:")
     lines.append(to_markdown(relative_to_best_table(report.relative_to_best, report.summary)))
+    if "comparison.md" in report.files:
+        lines.append(
+            "\nThe comparison (per method; tuning, budget, stopping, unlearning costs below):"
+        )
+        lines.append(report.files["comparison.md"].read_text("utf-8").rstrip())
     return "\n".join(lines)
 
 
