@@ -266,10 +266,13 @@ def pareto_front(points: Mapping[str, tuple[float, float]]) -> list[str]:
     ]
 
 
-def plot_pareto(comparison: Comparison) -> Figure:
+def plot_pareto(comparison: Comparison) -> Figure | None:
     """Forget efficacy against retain utility per method, whiskers the 95% intervals; the Pareto
-    front joined by a line."""
-    table = comparison.table.dropna(subset=["forget efficacy mean", "retain utility mean"])
+    front joined by a line. None when the evaluation lacks the views of either axis."""
+    axes = ["forget efficacy mean", "retain utility mean"]
+    if not set(axes) <= set(comparison.table.columns):
+        return None
+    table = comparison.table.dropna(subset=axes)
     fig = Figure(figsize=(6, 5), layout="constrained")
     ax = fig.add_subplot()
     points = {}
@@ -304,10 +307,12 @@ def write_comparison(jobs: pd.DataFrame, out: Path) -> tuple[Comparison | None, 
         "comparison.csv": out / "comparison.csv",
         "comparison.md": out / "comparison.md",
         "setup.csv": out / "setup.csv",
-        "pareto": out / "pareto.png",
     }
     comparison.table.to_csv(files["comparison.csv"])
     comparison.setup.to_csv(files["setup.csv"])
     files["comparison.md"].write_text(comparison.markdown() + "\n", "utf-8")
-    plot_pareto(comparison).savefig(files["pareto"], dpi=120)
+    figure = plot_pareto(comparison)
+    if figure is not None:
+        files["pareto"] = out / "pareto.png"
+        figure.savefig(files["pareto"], dpi=120)
     return comparison, files

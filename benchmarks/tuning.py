@@ -164,6 +164,11 @@ def apply_tuned(cfg: DictConfig) -> dict[str, Any]:
             f"(python run.py -m tune={method} with this job's model/data/target/stopping "
             "overrides) or point tuned_dir elsewhere"
         )
+    foreign = sorted(k for k in tuned["best_params"] if not k.startswith("method."))
+    if foreign:
+        raise ConfigError(
+            f"{path} sets {foreign}: tuned parameters are method.* keys only; tune {method} again"
+        )
     with open_dict(cfg):
         for key, value in tuned["best_params"].items():
             OmegaConf.update(cfg, key, value, merge=False)

@@ -94,6 +94,11 @@ def test_a_comparison_job_runs_at_the_tuned_parameters(
     assert results["tuning"]["params"] == OmegaConf.to_container(record.best_params)
     assert results["config"]["method"]["lr"] == record.best_params["method.lr"]
     assert results["config"]["method"]["epochs"] == record.best_params["method.epochs"]
+    # Every job records its stopping, its costs per phase and its selection objective.
+    assert results["method_metrics"]["stopping"]["steps"] == 2
+    assert results["costs"]["unlearn"]["optimizer_steps"] == 2
+    assert results["costs"]["total"]["generated_tokens"] > 0
+    assert 0 <= results["selection"]["objective"] <= 1
 
     untuned = run_job(make_cfg("method=npo", "method.max_steps=1", "use_tuned=true",
                                f"tuned_dir={tuned / 'tuned'}"), tmp_path / "npo")  # fmt: skip
