@@ -13,7 +13,9 @@ Definitions:
   and answer, forget and retain streams);
 - ``generated_tokens``: new tokens generated, padding and end-of-sequence excluded;
 - ``forward_passes``: calls of a model's forward, one per batch (a decoding step of generation is
-  one call; a frozen reference model's call counts too).
+  one call; a frozen reference model's call counts too). Counted in generation, scoring,
+  training and membership-inference scoring; the soft-prompt attack's own optimisation loop
+  (``eval=full``) and RMU's one calibration batch are not.
 """
 
 from __future__ import annotations
