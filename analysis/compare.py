@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -125,6 +126,7 @@ def compare(jobs: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> Comparison
     records = {k: v for k, v in records.items() if v[2].get("generations")}
     if not records:
         return None
+    records = _tuning_labels(records)
     views = {g["view"] for _, _, r in records.values() for g in r["generations"]}
     values = _question_values(records, views)
     asked: dict[str, set[str]] = defaultdict(set)
@@ -154,6 +156,30 @@ def compare(jobs: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> Comparison
                 columns[label][f"{headline.name} rank"] = mark
     table = pd.DataFrame.from_dict(columns, orient="index").reindex(labels)
     return Comparison(table, _setup(records, labels), n_boot)
+
+
+def _tuning_labels(
+    records: Mapping[str, tuple[str, Any, dict]],
+) -> dict[str, tuple[str, Any, dict]]:
+    """``npo (tuned)`` / ``npo (untuned)`` for jobs whose variant is only their tuning (a sweep of
+    ``use_tuned=true,false``: the tuned parameters differ from the defaults); other labels stay.
+    Of two jobs that end up with the same label and seed (a method without a tuned file, run with
+    ``use_tuned=true`` and ``false``: the same job twice), the first counts."""
+    tuned_keys: dict[str, set[str]] = defaultdict(lambda: {"use_tuned"})
+    for _, _, results in records.values():
+        params = (results.get("tuning") or {}).get("params") or {}
+        tuned_keys[results.get("method")].update(params)
+    out, seen = {}, set()
+    for job, (label, seed, results) in records.items():
+        method, tuning = results.get("method"), results.get("tuning")
+        variant = label.removeprefix(str(method)).strip(" ()")
+        keys = set(re.findall(r"(?:^|,)([\w.]+)=", variant))
+        if tuning and variant and keys <= tuned_keys[method]:
+            label = f"{method} ({tuning.get('status', 'untuned')})"
+        if (label, seed) not in seen:
+            seen.add((label, seed))
+            out[job] = (label, seed, results)
+    return out
 
 
 def _question_values(

@@ -60,7 +60,7 @@ def test_the_pareto_front_keeps_what_nothing_beats_on_both_axes() -> None:
 
 
 def fake_job(
-    sweep: Path, number: int, method: str, seed: int, leaks: list[float], tuned: bool
+    sweep: Path, number: int, method: str, seed: int, leaks: list[float], tuned: bool, **config
 ) -> None:
     """A finished job whose unlearned model leaks ``leaks`` on forget questions f0.. and keeps
     the target's retain answers half."""
@@ -87,7 +87,8 @@ def fake_job(
     )
     results = {
         "status": "ok", "method": method, "seed": seed,
-        "config": {"method": {"name": method}, "seed": seed},
+        "config": {"method": {"name": method, "lr": 3e-5 if tuned else 1e-5}, "seed": seed,
+                   **config},
         "generations": rows, "tuning": tuning,
         "method_metrics": {"stopping": {"rule": "stop_when_forgotten", "steps": 10 + seed,
                                         "stopped_early": seed == 0}},
@@ -135,3 +136,18 @@ def test_collect_writes_the_comparison_and_the_pareto_plot(
     assert "95% bootstrap interval" in printed and "0.000 [0.000, 0.000] ★" in printed
     for name in ("comparison.csv", "comparison.md", "setup.csv", "pareto.png"):
         assert (sweep / "analysis" / name).exists(), name
+
+
+def test_a_sweep_of_tuned_and_default_runs_compares_them_side_by_side(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    number = 0
+    for use_tuned in (True, False):
+        for seed in range(2):
+            fake_job(sweep, number, "npo", seed, [0.0] * 20, tuned=use_tuned, use_tuned=use_tuned)
+            # No tuned file for grad_ascent: the same default job twice, counted once.
+            fake_job(sweep, number + 1, "grad_ascent", seed, [1.0] * 20, tuned=False,
+                     use_tuned=use_tuned)  # fmt: skip
+            number += 2
+    comparison = compare(read_sweep(sweep).jobs, n_boot=100)
+    assert list(comparison.table.index) == ["npo (tuned)", "grad_ascent (untuned)", "npo (untuned)"]
+    assert comparison.setup["seeds"].tolist() == [2, 2, 2]
