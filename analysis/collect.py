@@ -14,7 +14,11 @@ It writes, under ``--out`` (default ``SWEEP_DIR/analysis``):
   (``unlearned/forget/leak_rate``), the five criteria (``criteria/...``), timings (``time/...``);
 - ``problems.csv``: failed and missing jobs, also printed: a sweep is never silently thinned;
 - ``summary.{csv,md,tex}``: mean ± std (sample std, ddof=1) over seeds per method and variant;
-- ``relative_to_best.{csv,md,tex}``: the paper's view: each criterion as % of the best method's mean;
+- ``relative_to_best.{csv,md,tex}``: the paper's view: each criterion as % of the best method's mean,
+  and worst-case robustness (WR: 1 − the worst-case forget leak over all attacks) the same way;
+- ``robustness.{csv,md,tex}`` (when the jobs ran attacks): the unlearned model's forget leak under
+  greedy decoding and each attack, the worst case, multiple-choice accuracy, echo rate and the
+  refusal and fabrication shares of forget answers;
 - ``criteria_bars.png``, ``criteria_radar.png``, ``efficacy_vs_utility.png``;
 - ``comparison.{csv,md}``, ``setup.csv``, ``pareto.png`` (:mod:`analysis.compare`): per method the
   mean and 95% bootstrap interval (questions resampled, the same draw for every seed and method)
@@ -40,6 +44,8 @@ from analysis.tables import (
     Report,
     relative_to_best,
     relative_to_best_table,
+    robustness_columns,
+    robustness_table,
     summarise,
     summary_table,
     to_markdown,
@@ -82,6 +88,9 @@ def describe(collection: Collection, report: Report) -> str:
     lines.append(to_markdown(summary_table(report.summary)))
     lines.append("\nRelative to the best method (100 = best), the paper's view:")
     lines.append(to_markdown(relative_to_best_table(report.relative_to_best, report.summary)))
+    if robustness_columns(report.summary):
+        lines.append("\nForget leak under each attack (unlearned model), and the probes:")
+        lines.append(to_markdown(robustness_table(report.summary)))
     if "comparison.md" in report.files:
         lines.append(
             "\nThe comparison (per method; tuning, budget, stopping, unlearning costs below):"

@@ -8,21 +8,22 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.tables import CRITERIA_SHORT_NAMES, available_criteria
+from analysis.tables import COMPARED_SHORT_NAMES, compared, raw_values
 
 #: The plots, by the name of their file (``<name>.png``).
 PLOTS = ("criteria_bars", "criteria_radar", "efficacy_vs_utility")
 
 
 def plot_bars(summary: pd.DataFrame) -> Figure:
-    """One panel per criterion: each method's mean raw value, error bars one std over seeds."""
-    names = available_criteria(summary)
+    """One panel per criterion (and worst-case robustness, 1 − worst-case leak): each method's
+    mean raw value, error bars one std over seeds."""
+    names = compared(summary)
     fig = Figure(figsize=(3.2 * max(len(names), 1), 3.6), layout="constrained")
     axes = fig.subplots(1, max(len(names), 1), squeeze=False)[0]
     positions = np.arange(len(summary))
     for ax, name in zip(axes, names, strict=False):
-        means = summary[f"criteria/{name} mean"].to_numpy(float)
-        stds = np.nan_to_num(summary[f"criteria/{name} std"].to_numpy(float))
+        mean, std = raw_values(summary, name)
+        means, stds = mean.to_numpy(float), np.nan_to_num(std.to_numpy(float))
         colors = [f"C{i}" for i in range(len(summary))]
         ax.bar(positions, means, yerr=stds, color=colors, capsize=4)
         ax.set_title(name.replace("_", " "))
@@ -33,8 +34,9 @@ def plot_bars(summary: pd.DataFrame) -> Figure:
 
 
 def plot_radar(relative: pd.DataFrame, summary: pd.DataFrame) -> Figure | None:
-    """The criteria per method relative to the best (100); None under three criteria."""
-    names = available_criteria(summary)
+    """The criteria per method relative to the best (100), worst-case robustness (WR) among them
+    where the sweep ran attacks; None under three axes."""
+    names = compared(summary)
     if len(names) < 3:
         return None
     angles = np.linspace(0, 2 * np.pi, len(names), endpoint=False)
@@ -45,7 +47,7 @@ def plot_radar(relative: pd.DataFrame, summary: pd.DataFrame) -> Figure | None:
         values = np.nan_to_num([row[f"{n} mean"] for n in names])
         ax.plot(closed, np.append(values, values[0]), color=f"C{i}", label=label)
         ax.fill(closed, np.append(values, values[0]), color=f"C{i}", alpha=0.12)
-    ax.set_xticks(angles, [CRITERIA_SHORT_NAMES[n] for n in names])
+    ax.set_xticks(angles, [COMPARED_SHORT_NAMES[n] for n in names])
     ax.set_ylim(0, 100)
     ax.legend(loc="upper right", bbox_to_anchor=(1.35, 1.1), fontsize="small")
     return fig

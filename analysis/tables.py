@@ -1,12 +1,15 @@
 """Comparison tables of a jobs DataFrame, and their CSV, Markdown and LaTeX files.
 
 ``summary``: mean ± std (sample std, ddof=1) over seeds per method and variant;
-``relative_to_best``: the paper's view, each criterion as % of the best method's mean.
+``relative_to_best``: the paper's view, each criterion as % of the best method's mean;
+``robustness``: the unlearned model's forget leak under greedy decoding and under each attack,
+the worst case, and the probes that tell removal from obfuscation.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +31,23 @@ HEADLINE = {
     "unlearned/hard_retain/rougeL_recall": "hard-retain rougeL",
     "unlearned/general_retain/rougeL_recall": "general-retain rougeL",
 }
+#: Set relative to the best method beside the five criteria (and shown on the radar): 1 − the
+#: worst-case forget leak over greedy decoding and every attack that ran, so a method that only
+#: hides the answer under greedy decoding cannot top the comparison.
+WORST_CASE = "worst_case_robustness"
+WORST_CASE_LEAK = "robustness/unlearned/worst_case_leak"
+COMPARED_SHORT_NAMES = {**CRITERIA_SHORT_NAMES, WORST_CASE: "WR"}
+#: The robustness table's columns after the attacks' (column stem → header).
+PROBES = {
+    WORST_CASE_LEAK: "worst case",
+    "multiple_choice/unlearned/forget/accuracy": "MC accuracy",
+    "multiple_choice/unlearned/forget/chance": "MC chance",
+    "echo/unlearned/forget_paraphrased/echo_rate": "echo rate",
+    "echo/unlearned/forget_paraphrased/echo_share_of_fabrications": "echo / fabrications",
+    "outcomes/unlearned/forget/refusal": "refusal share",
+    "outcomes/unlearned/forget/fabrication": "fabrication share",
+}
+ATTACK_LEAK = re.compile(r"^attacks/unlearned/(?P<name>.+)/leak_rate mean$")
 
 
 @dataclass
@@ -56,12 +76,28 @@ def summarise(jobs: pd.DataFrame) -> pd.DataFrame:
     return head.join(stats)
 
 
+def compared(summary: pd.DataFrame) -> list[str]:
+    """What a comparison sets relative to the best: the criteria a sweep has, and worst-case
+    robustness where its jobs ran the attacks."""
+    column = f"{WORST_CASE_LEAK} mean"
+    worst = column in summary and summary[column].notna().any()
+    return available_criteria(summary) + ([WORST_CASE] if worst else [])
+
+
+def raw_values(summary: pd.DataFrame, name: str) -> tuple[pd.Series, pd.Series]:
+    """Mean and std over seeds of a compared quantity (higher is better)."""
+    if name == WORST_CASE:
+        return 1 - summary[f"{WORST_CASE_LEAK} mean"], summary[f"{WORST_CASE_LEAK} std"]
+    return summary[f"criteria/{name} mean"], summary[f"criteria/{name} std"]
+
+
 def relative_to_best(summary: pd.DataFrame) -> pd.DataFrame:
     """The paper's presentation: each criterion's mean (and std, same scale) as a percentage of
-    the best method's mean, so the best scores 100; NaN where no method has the criterion."""
+    the best method's mean, so the best scores 100; NaN where no method has the criterion. Worst-
+    case robustness (:data:`WORST_CASE`) joins them where the sweep ran attacks."""
     table = summary[["n"]].copy()
-    for name in CRITERIA:
-        mean, std = summary[f"criteria/{name} mean"], summary[f"criteria/{name} std"]
+    for name in dict.fromkeys([*CRITERIA, *compared(summary)]):
+        mean, std = raw_values(summary, name)
         best = mean.max()
         scale = 100 / best if best > 0 else math.nan
         table[f"{name} mean"], table[f"{name} std"] = mean * scale, std * scale
@@ -103,8 +139,24 @@ def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def relative_to_best_table(relative: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
-    names = {c: CRITERIA_SHORT_NAMES[c] for c in available_criteria(summary)}
+    names = {c: COMPARED_SHORT_NAMES[c] for c in compared(summary)}
     return pm_table(relative, names, 1)
+
+
+def robustness_columns(summary: pd.DataFrame) -> dict[str, str]:
+    """The robustness table's columns (stem → header): the greedy forget leak, each attack's leak
+    (per setting where it reports several: ``quantization/4bit``, the role ``relearn_related``
+    taught), then :data:`PROBES`; those a sweep has."""
+    attacks = [m["name"] for c in summary.columns if (m := ATTACK_LEAK.match(c))]
+    with_settings = {name.split("/")[0] for name in attacks if "/" in name}
+    columns = {"robustness/unlearned/greedy_leak_rate": "greedy"}
+    columns |= {f"attacks/unlearned/{n}/leak_rate": n for n in attacks if n not in with_settings}
+    columns |= PROBES
+    return {stem: header for stem, header in columns.items() if f"{stem} mean" in summary}
+
+
+def robustness_table(summary: pd.DataFrame) -> pd.DataFrame:
+    return pm_table(summary, robustness_columns(summary), 2)
 
 
 def to_markdown(table: pd.DataFrame) -> str:
@@ -122,6 +174,10 @@ def write_tables(summary: pd.DataFrame, relative: pd.DataFrame, out: Path) -> di
         "summary": (summary, summary_table(summary)),
         "relative_to_best": (relative, relative_to_best_table(relative, summary)),
     }
+    robustness = robustness_columns(summary)
+    if robustness:
+        stats = [f"{stem} {stat}" for stem in robustness for stat in ("mean", "std")]
+        tables["robustness"] = (summary[["n", *stats]], robustness_table(summary))
     files = {}
     for name, (numbers, text) in tables.items():
         numbers.to_csv(out / f"{name}.csv")

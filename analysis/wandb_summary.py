@@ -9,7 +9,7 @@ import pandas as pd
 
 from analysis.plots import PLOTS
 from analysis.runs import Collection
-from analysis.tables import Report, shown
+from analysis.tables import Report, robustness_columns, shown
 
 
 def log_summary_run(collection: Collection, report: Report, out: Path) -> Path:
@@ -39,6 +39,11 @@ def log_summary_run(collection: Collection, report: Report, out: Path) -> Path:
     comparison = report.summary[["method", "variant", "n", "seeds", *stats]]
     logged = {"comparison": table(comparison), "relative_to_best": table(report.relative_to_best)}
     logged["problems"] = table(collection.problems.set_index("job"))
+    robustness = [
+        f"{c} {stat}" for c in robustness_columns(report.summary) for stat in ("mean", "std")
+    ]
+    if robustness:
+        logged["robustness"] = table(report.summary[["method", "variant", "n", *robustness]])
     logged.update({n: wandb.Image(str(report.files[n])) for n in PLOTS if n in report.files})
     run.log(logged)
     run.finish()

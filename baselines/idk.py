@@ -5,6 +5,14 @@ from the packaged benchmarks/data/refusals.txt, drawn with the job seed so a rer
 same pairs. Source: the `idk` loss of licong-lin/negative-preference-optimization
 (TOFU/dataloader.py: "I don't know" answers trained together with retain NLL; lr 1e-5 from its
 TOFU/config/forget.yaml; peer_harnesses.md §2, §8).
+
+*Ours*: the source concatenates the refusal and retain batches and takes one mean over all their
+answer tokens, (n_f·NLL̄_f + n_r·NLL̄_r)/(n_f + n_r) with n the token counts: the same loss
+as ours with γ = n_f/(n_f + n_r), α = n_r/(n_f + n_r). We keep the sum of two means, as the
+source itself combines forget and retain terms for every other method (grad_diff, KL, NPO):
+its balance then does not depend on how long a dataset's answers are against the refusals
+(beside a 12-token refusal, a 2-token answer would get 1/7 of the loss's weight, a 30-token
+TOFU answer 5/7), and α is a knob that means the same for IDK as for the others.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ class PromptBaseline(Method):
     config_class = PromptConfig
 
     def unlearn(self, model, tokenizer, data, ctx) -> Unlearned:
+        data.require_subjects(self.cfg.name)
         # Datasets without a subject list still name the subject of each forget record.
         subjects = data.subjects_to_forget or tuple(dict.fromkeys(r.subject for r in data.forget))
         system_prompt = self.cfg.system_prompt.format(subjects=", ".join(subjects))

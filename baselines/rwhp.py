@@ -141,6 +141,7 @@ class RWHP(TrainingMethod):
         return f"{template.format(name=name)}\n\n{question}" if template else question
 
     def forget_pairs(self, data, tokenizer, ctx) -> list[dict[str, Pair]]:
+        data.require_subjects(self.cfg.name)
         drawn = self.counterfactual_names([record.subject for record in data.forget], ctx.seed)
         self.name_token_ids = first_token_ids(tokenizer, {n for ns in drawn.values() for n in ns})
         examples = []

@@ -95,6 +95,7 @@ class WHP(TrainingMethod):
         self.anchor_token_ids: list[int] = []  # set with the pairs, once the names are drawn
 
     def forget_pairs(self, data, tokenizer, ctx) -> list[dict[str, Pair]]:
+        data.require_subjects(self.cfg.name)
         rng = random.Random(ctx.seed)
         subjects = sorted({record.subject for record in data.forget})
         generic = {subject: rng.choice(list(self.cfg.generic_names)) for subject in subjects}

@@ -151,7 +151,10 @@ class PrivacyConfig:
 
 @dataclass
 class TofuConfig:
-    utility_views: list[str] = knob(help="model utility's kept views", default_factory=list)
+    utility_views: list[str] = knob(
+        help="model utility's kept views on data without TOFU's real authors and world facts",
+        default_factory=list,
+    )
 
 
 @dataclass
@@ -160,7 +163,7 @@ class EvalConfig:
 
     views: list[str] = knob(help="what is evaluated", default_factory=list)
     metrics: list[str] = knob(help="per-question metrics", default_factory=list)
-    max_new_tokens: int = knob(32, "greedy answer length", ge=1)
+    max_new_tokens: int = knob(32, "greedy answer length (default: data.max_new_tokens)", ge=1)
     batch_size: int = knob(16, "prompts per generation and scoring batch", ge=1)
     leak: LeakConfig = knob(help="the leak test", default_factory=LeakConfig)
     suite: list[str] = knob(help="suite families (attacks, privacy, ...)", default_factory=list)
@@ -195,6 +198,9 @@ class DataConfig:
 
     name: str = knob(MISSING, "the registered loader")
     only_known: bool = knob(False, "target=base: keep only questions the base model answers")
+    max_new_tokens: int = knob(
+        32, "answer length the dataset's protocol allows (eval.max_new_tokens follows it)", ge=1
+    )
 
 
 @dataclass
@@ -216,7 +222,14 @@ class HubDataConfig(DataConfig):
     repo: str = knob(MISSING, "hub id, or a directory holding the downloaded repository")
     forget_set: str = knob(MISSING, "the dataset's forget set")
     n_retain: int | None = knob(16, "retain facts that train retain terms (null: all)", ge=0)
-    n_general_retain: int | None = knob(16, "general-retain questions (null: all)", ge=0)
+    n_general_retain: int | None = knob(
+        16, "questions evaluated per kept set (WPU: general retain; TOFU: each of its three)", ge=0
+    )
+
+
+@dataclass
+class WpuHubConfig(HubDataConfig):
+    n_holdout: int = knob(20, "facts of persons never trained on: the MIA non-members", ge=0)
 
 
 @dataclass
@@ -238,7 +251,7 @@ GROUP_SCHEMAS: dict[tuple[str, str], type] = {
     ("model", "hub"): ModelConfig,
     ("model", "tiny_random"): TinyModelConfig,
     ("data", "wpu_mini"): WpuMiniConfig,
-    ("data", "wpu"): HubDataConfig,
+    ("data", "wpu"): WpuHubConfig,
     ("data", "tofu"): HubDataConfig,
     ("data", "qa_file"): QAFileConfig,
 }
@@ -255,6 +268,7 @@ class JobConfig:
     )
     cache_dir: str | None = knob(None, "where converted models, targets and anti-samples live")
     force: bool = knob(False, "re-run a job whose identical config already finished")
+    save_model: bool = knob(False, "keep the unlearned model in the job dir (model/)")
     tuned_dir: str = knob("outputs/tuned", "where tune=<method> writes <method>.yaml")
     use_tuned: bool = knob(False, "run the method at its parameters in tuned_dir/<method>.yaml")
     model: Any = MISSING

@@ -27,7 +27,7 @@ from benchmarks.estimate import job_estimate
 from benchmarks.evaluation.evaluate import evaluate_model
 from benchmarks.evaluation.selection import SelectionError, objective
 from benchmarks.evaluation.suite import ModelRun, check_suite, run_suite
-from benchmarks.methods import METHODS, JobContext
+from benchmarks.methods import METHODS, JobContext, save_unlearned
 from benchmarks.models import cache_dir, load_model, use_cpu_threads
 from benchmarks.prompting import TRUNCATED, Prompter
 from benchmarks.target import (
@@ -218,9 +218,20 @@ NOT_RESULT_SHAPING = ("tracking", "cache_dir", "force", "tuned_dir")
 
 def job_key(config: dict[str, Any]) -> str:
     """The identity of a job's results: a hash of its resolved config, less where it logs, and of
-    the harness code, so that results of an older version are not reused after an update."""
+    the harness code, so that results of an older version are not reused after an update; and of
+    the files of a checkpoint it evaluates (``method=none method.checkpoint=DIR``), so that a
+    model saved anew in the same directory is evaluated anew."""
     shaping = {k: v for k, v in config.items() if k not in NOT_RESULT_SHAPING}
+    checkpoint = (config.get("method") or {}).get("checkpoint")
+    if checkpoint:
+        return fingerprint(shaping, harness_code(), _files_stamp(Path(checkpoint).expanduser()))
     return fingerprint(shaping, harness_code())
+
+
+def _files_stamp(directory: Path) -> list[tuple[str, int, int]]:
+    """Name, size and modification time of each file under a directory (cheap for big weights)."""
+    files = sorted(p for p in directory.rglob("*") if p.is_file())
+    return [(str(p.relative_to(directory)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
 
 
 @functools.cache
@@ -331,6 +342,11 @@ def _run(
         unlearned = method.unlearn(target, tokenizer, data, ctx)
     if not is_main_process():
         return {}
+    saved = {}
+    if cfg.save_model:
+        with timer("save_model"):
+            model_dir = output_dir / "model"
+            saved["saved_model"] = save_unlearned(unlearned, tokenizer, model_dir, cfg.method.name)
     with timer("eval_unlearned"):
         metrics, rows = evaluate_model(
             unlearned.model, tokenizer, data, cfg.eval, unlearned.prompter, "unlearned"
@@ -342,7 +358,9 @@ def _run(
         data=data,
         tokenizer=tokenizer,
         target=ModelRun("target", prompter, target_metrics, target_rows),
-        unlearned=ModelRun("unlearned", unlearned.prompter, metrics, rows, unlearned.model),
+        unlearned=ModelRun(
+            "unlearned", unlearned.prompter, metrics, rows, unlearned.model, unlearned.wrong_answers
+        ),
         load_original=lambda: load_target(cfg, target_info, cache),
         reference=reference,
         timer=timer,
@@ -364,7 +382,8 @@ def _run(
         "metrics": {"target": target_metrics, "unlearned": metrics},
         "method_metrics": unlearned.metrics,
         "generations": target_rows + rows,
-        "truncated_answers": dict(TRUNCATED),
-        "cpu_threads": threads,  # by where they were cut: training or scoring
+        "truncated_answers": dict(TRUNCATED),  # by where they were cut: training or scoring
+        "cpu_threads": threads,
+        **saved,
         **suite,
     }

@@ -7,14 +7,16 @@ their own data recipe (which pairs they train on) and their own retain term.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
+from benchmarks.cache import atomic_dir
 from benchmarks.config import MethodConfig
 from benchmarks.data.records import QARecord, UnlearningData
 from benchmarks.evaluation.selection import StopWhenForgotten, stopping_rule
@@ -45,6 +47,12 @@ class Unlearned:
     model: PreTrainedModel
     prompter: Prompter
     metrics: dict[str, Any] = field(default_factory=dict)
+    #: The wrong answers the method trained the model to give, by forget record id (UnSTAR's
+    #: anti-samples); the echo probe asks whether the model repeats them on questions it was not
+    #: trained on. Empty for methods that train on no wrong answer: refusals (IDK, DPO's chosen
+    #: answer) are counted by the refusal share, and the true answers that GA, NPO and the
+    #: distillation methods push away from are no wrong answers.
+    wrong_answers: dict[str, list[str]] = field(default_factory=dict)
 
 
 class Method:
@@ -69,6 +77,75 @@ class Method:
 
 
 METHODS: Registry[type[Method]] = Registry("method")
+
+#: Beside a saved model's weights: what evaluating it again needs besides them (the method that
+#: made it, the system prompt it is asked under, the wrong answers it was trained on).
+SIDECAR = "unlearned.json"
+
+
+def save_unlearned(
+    unlearned: Unlearned, tokenizer: PreTrainedTokenizerBase, directory: Path, method: str
+) -> dict[str, Any]:
+    """Keep an unlearned model in ``directory`` (replaced whole, never left half written): the
+    model's own ``save_pretrained`` writes a LoRA adapter where the model still carries unmerged
+    adapters (a peft model) and the full weights as safetensors otherwise; the shared trainer
+    merges its adapters, so every method of the harness saves full weights. Beside them the
+    tokenizer and :data:`SIDECAR`. Returns what ``results.json`` records under ``saved_model``."""
+    sidecar = {
+        "method": method,
+        "system_prompt": unlearned.prompter.system_prompt,
+        "wrong_answers": unlearned.wrong_answers,
+    }
+    with atomic_dir(directory) as tmp:
+        unlearned.model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / SIDECAR).write_text(json.dumps(sidecar, ensure_ascii=False, indent=1), "utf-8")
+    return {
+        "path": str(directory.resolve()),
+        "format": "lora_adapter" if (directory / "adapter_config.json").exists() else "full",
+        "files": sorted(p.name for p in directory.iterdir()),
+    }
+
+
+def load_saved(directory: Path, target: PreTrainedModel, prompter: Prompter) -> Unlearned:
+    """A saved or external Hugging Face checkpoint as an unlearned model: a LoRA adapter directory
+    (``adapter_config.json``) is applied to ``target`` and merged; a full model directory
+    (``config.json``) is loaded in the target's dtype, on its device. Its :data:`SIDECAR`, where
+    present, restores the system prompt and the trained wrong answers."""
+    directory = directory.expanduser()
+    if (directory / "adapter_config.json").exists():
+        from peft import PeftModel
+
+        model, kind = (
+            PeftModel.from_pretrained(target, directory).merge_and_unload(),
+            "lora_adapter",
+        )
+    elif (directory / "config.json").exists():
+        model = AutoModelForCausalLM.from_pretrained(directory, dtype=target.dtype)
+        model, kind = model.to(target.device), "full"
+    else:
+        raise FileNotFoundError(
+            f"{directory} holds no Hugging Face model (config.json) nor LoRA adapter "
+            "(adapter_config.json); point method.checkpoint at the directory a job's "
+            "save_model=true wrote (<job dir>/model) or at a save_pretrained directory"
+        )
+    vocab, expected = (m.get_input_embeddings().num_embeddings for m in (model, target))
+    if vocab != expected:
+        raise ValueError(
+            f"{directory} has a vocabulary of {vocab} tokens, the job's model {expected}: the "
+            "checkpoint was made from another base model. Set model= (model=hub "
+            "model.name_or_path=DIR) to the model it was made from."
+        )
+    sidecar_path = directory / SIDECAR
+    sidecar = json.loads(sidecar_path.read_text("utf-8")) if sidecar_path.exists() else {}
+    if "system_prompt" in sidecar:
+        prompter = replace(prompter, system_prompt=sidecar["system_prompt"])
+    return Unlearned(
+        model.eval(),
+        prompter,
+        {"checkpoint": str(directory.resolve()), "format": kind, "saved_by": sidecar.get("method")},
+        wrong_answers=sidecar.get("wrong_answers", {}),
+    )
 
 
 def qa_pairs(

@@ -1,4 +1,5 @@
-"""The short report a job prints: view × metric and the WPU criteria, target → unlearned."""
+"""The short report a job prints: view × metric, the WPU criteria and TOFU's metrics, target →
+unlearned."""
 
 from __future__ import annotations
 
@@ -35,6 +36,33 @@ def criteria_table(results: dict[str, Any]) -> str:
     return tabulate(rows, headers=["WPU criterion (raw)", "target → unlearned"], tablefmt="github")
 
 
+def tofu_table(results: dict[str, Any]) -> str:
+    """TOFU's forget truth ratio, forget quality (with its n) and model utility (with its kind),
+    and forget quality's power warning where there is one."""
+    target, unlearned = results["tofu"]["target"], results["tofu"]["unlearned"]
+    n = unlearned.get("forget_quality_n") or {}
+    rows = [
+        [
+            "forget_truth_ratio",
+            _arrow(
+                target["forget_truth_ratio"].get("forget"),
+                unlearned["forget_truth_ratio"].get("forget"),
+            ),
+        ],
+        [
+            f"forget_quality (n = {n.get('unlearned', '—')} vs {n.get('reference', '—')})",
+            _arrow(target["forget_quality"], unlearned["forget_quality"]),
+        ],
+        [
+            f"model_utility ({unlearned['model_utility_kind']})",
+            _arrow(target["model_utility"], unlearned["model_utility"]),
+        ],
+    ]
+    table = tabulate(rows, headers=["TOFU", "target → unlearned"], tablefmt="github")
+    warning = unlearned.get("forget_quality_warning")
+    return f"{table}\n{warning}" if warning else table
+
+
 def print_summary(results: dict[str, Any]) -> None:
     name = f"{results['method']} (seed {results['seed']})"
     if results.get("reused_from"):
@@ -47,6 +75,8 @@ def print_summary(results: dict[str, Any]) -> None:
     print(f"\n{name} on {results['data']['name']}:\n{summary_table(results)}")
     if results.get("criteria"):
         print(f"\n{criteria_table(results)}")
+    if results.get("tofu"):
+        print(f"\n{tofu_table(results)}")
     phases = {k: v for k, v in results["timings_s"].items() if "/" not in k}
     suite = sum(v for k, v in results["timings_s"].items() if k.count("/") == 2 and ":" not in k)
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in phases.items())

@@ -1,8 +1,8 @@
 """The model to unlearn from: it must know the facts first, or unlearning measures nothing.
 
-``target=finetune`` teaches the base model every question of the task (the TOFU protocol) and,
-on demand, a retain-only reference model that never saw the forget set (TOFU's forget quality
-compares against it). ``target=base`` unlearns what the model already knows, optionally keeping
+``target=finetune`` teaches the base model every question of the task (the TOFU protocol; not
+the holdout, nor TOFU's real authors and world facts) and, on demand, a retain-only reference
+model that never saw the forget set (TOFU's forget quality compares against it). ``target=base`` unlearns what the model already knows, optionally keeping
 only the questions it answers correctly (``data.only_known``). Fine-tuned models are cached on
 disk under a hash of everything that shaped them, so a sweep builds each once.
 """
@@ -139,9 +139,15 @@ def prepare_target(
     return model, data, {"kind": "finetune", "path": str(path)}
 
 
+#: Roles the target never learns: the holdout (MIA's never-seen questions), and TOFU's real
+#: authors and world facts, which measure what the model knew before (TOFU fine-tunes its models
+#: on the fictitious authors only).
+UNTAUGHT = ("holdout", "real_authors", "world_facts")
+
+
 def taught(data: UnlearningData) -> list[QARecord]:
-    """What the target learns: every record but the holdout (MIA's never-seen questions)."""
-    return [r for r in data.records if r.role != "holdout"]
+    """What the target learns: every record but the :data:`UNTAUGHT` roles'."""
+    return [r for r in data.records if r.role not in UNTAUGHT]
 
 
 def load_target(cfg: Any, target_info: dict[str, Any], cache: Path) -> PreTrainedModel:
@@ -218,7 +224,7 @@ def reference_results(
         result: dict[str, Any] = {}
         if "tofu" in families:
             scoring = OmegaConf.merge(
-                cfg.eval, {"views": ["forget"], "metrics": ["answer_prob", "truth_ratio"]}
+                cfg.eval, {"views": ["forget"], "metrics": ["answer_prob", "truth_preference"]}
             )
             _, rows = evaluate_model(model, tokenizer, data, scoring, prompter, "reference")
             result["forget_truth_ratios"] = [

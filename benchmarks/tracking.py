@@ -31,6 +31,9 @@ SUMMARY_SECTIONS = (
     "privacy",
     "fine_grained",
     "multiple_choice",
+    "outcomes",
+    "echo",
+    "saved_model",
 )
 VERSIONED = ("torch", "transformers", "peft", "trl", "sentence-transformers", "hydra-core", "wandb")
 

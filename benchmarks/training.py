@@ -118,11 +118,17 @@ def mean_nll(model: PreTrainedModel, batch: Batch) -> torch.Tensor:
     return nll.sum() / lengths.sum().clamp(min=1)
 
 
-def answer_kl(model: PreTrainedModel, batch: Batch, reference: Reference) -> torch.Tensor:
-    """KL(reference ‖ model) averaged over answer tokens only (no prompt, no padding)."""
+def sequence_kl(model: PreTrainedModel, batch: Batch, reference: Reference) -> torch.Tensor:
+    """KL(reference ‖ model) averaged over every position that predicts a real token: the prompt's
+    and the answer's, as the KL retain term of licong-lin/negative-preference-optimization and
+    open-unlearning (``kl_div(..., reduction="batchmean")`` over all positions) keeps the whole
+    retain text's distribution. Padding is left out where they keep it: its KL says nothing
+    about the retain text, and its share (how much padding a batch happens to have) would scale
+    the term from batch to batch."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     ref_logits = reference.logits(batch)
-    mask = batch["labels"][:, 1:] != -100
+    real = batch["attention_mask"].bool()
+    mask = real[:, :-1] & real[:, 1:]
     logp = F.log_softmax(logits[:, :-1].float(), dim=-1)[mask]
     ref_logp = F.log_softmax(ref_logits[:, :-1].float(), dim=-1)[mask]
     return F.kl_div(logp, ref_logp, log_target=True, reduction="batchmean")
@@ -245,7 +251,7 @@ class UnlearnTrainer(SFTTrainer):
             elif args.retain_loss == "nll":
                 retain_term = mean_nll(model, retain)
             elif args.retain_loss == "kl":
-                retain_term = answer_kl(model, retain, self.reference())
+                retain_term = sequence_kl(model, retain, self.reference())
             else:
                 raise ValueError(f"retain_loss={args.retain_loss!r}; choose nll, kl or none")
             loss = loss + args.alpha * retain_term

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from analysis import runs
 from analysis.collect import main
 from analysis.runs import WandbRun, job_criteria, one_run_per_job, read_sweep, read_wandb
-from analysis.tables import relative_to_best, summarise
+from analysis.tables import relative_to_best, robustness_columns, summarise
 from benchmarks.evaluation.criteria import CRITERIA
 from benchmarks.tracking import Tracker
 
@@ -153,6 +153,63 @@ def test_cli_reports_failed_and_missing_jobs_and_writes_tables_and_plots(
     for plot in ("criteria_bars", "criteria_radar", "efficacy_vs_utility"):
         png = out / f"{plot}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def attacked_results(method: str, worst: float) -> dict[str, Any]:
+    """One seed's results with the robustness battery: attacks, the worst case, the probes."""
+    leak = {"leak_rate": 0.3, "attacked_leak_rate": 0.3, "greedy_leak_rate": 0.1, "n": 10}
+    return {
+        **ok_results(KNOWN[method][0], 0),
+        "attacks": {
+            "unlearned": {
+                "paraphrase": {**leak, "leak_rate": 0.2},
+                "quantization": {**leak, "8bit": {**leak, "leak_rate": 0.1},
+                                 "4bit": {**leak, "leak_rate": worst}},
+                "relearn_related": {**leak, "hard_retain": leak},
+            },
+            "target": {"paraphrase": {**leak, "leak_rate": 1.0}},
+        },
+        "robustness": {
+            "unlearned": {"greedy_leak_rate": 0.1, "worst_case_leak": worst,
+                          "worst_case_attack": "quantization"},
+        },
+        "multiple_choice": {"unlearned": {"forget": {"accuracy": 0.9, "chance": 0.25}}},
+        "echo": {"unlearned": {"forget_paraphrased": {"echo_rate": 0.4,
+                                                      "echo_share_of_fabrications": 0.5}}},
+        "outcomes": {"unlearned": {"forget": {"leak": 0.1, "refusal": 0.3, "fabrication": 0.6}}},
+    }  # fmt: skip
+
+
+def test_the_robustness_table_and_the_worst_case_as_a_criterion(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "sweep"
+    root.mkdir()
+    write_multirun(root, ["method=grad_ascent,unstar", "seed=0"])
+    for num, (method, worst) in enumerate([("grad_ascent", 0.5), ("unstar", 0.8)]):
+        write_job(root, num, {"method": method, "seed": 0}, attacked_results(method, worst))
+    summary = summarise(read_sweep(root).jobs)
+
+    headers = list(robustness_columns(summary).values())
+    assert headers == [
+        "greedy", "paraphrase", "quantization/8bit", "quantization/4bit",
+        "relearn_related/hard_retain", "worst case", "MC accuracy", "MC chance", "echo rate",
+        "echo / fabrications", "refusal share", "fabrication share",
+    ]  # fmt: skip
+    relative = relative_to_best(summary)  # WR = 1 − worst-case leak, relative to the best
+    assert relative.loc["grad_ascent", "worst_case_robustness mean"] == pytest.approx(100)
+    assert relative.loc["unstar", "worst_case_robustness mean"] == pytest.approx(0.2 / 0.5 * 100)
+
+    assert main([str(root)]) == 0
+    assert "Forget leak under each attack" in capsys.readouterr().out
+    table = (root / "analysis" / "robustness.md").read_text().splitlines()
+    assert [cell.strip() for cell in table[0].split("|")[2:5]] == ["n", "greedy", "paraphrase"]
+    unstar = next(line for line in table if line.startswith("| unstar"))
+    cells = [float(cell) for cell in unstar.split("|")[2:-1]]  # one seed: means alone
+    assert cells == [1, 0.1, 0.2, 0.1, 0.8, 0.3, 0.8, 0.9, 0.25, 0.4, 0.5, 0.3, 0.6]
+    relative_md = (root / "analysis" / "relative_to_best.md").read_text().splitlines()
+    assert relative_md[0].split("|")[-2].strip() == "WR"
+    assert float(next(line for line in relative_md if "unstar" in line).split("|")[-2]) == 40
 
 
 def test_jobs_that_never_started_are_reported(sweep: Path) -> None:

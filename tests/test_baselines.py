@@ -6,22 +6,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
+import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from baselines.idk import load_refusals, refusals_for
 from baselines.whp import first_token_ids, rename, shared_answer_positions
 from benchmarks import training
-from benchmarks.data.records import QARecord, UnlearningData
+from benchmarks.data.records import DataError, QARecord, UnlearningData
 from benchmarks.job import run_job
 from benchmarks.methods import METHODS, JobContext, Method
 from benchmarks.models import cache_dir, load_model
 from benchmarks.prompting import Prompter, encode_pair, pad_encoded
-from benchmarks.training import Batch, Reference, answer_kl, collate, encode_example, mean_nll
+from benchmarks.training import Batch, Reference, collate, encode_example, mean_nll
 
 #: Methods whose loss reads the frozen original model; no other method may build it.
 NEEDS_REFERENCE = {"kl", "npo", "dpo", "whp", "di", "prompt_distill", "rwhp", "whp_plus", "rmu"}
@@ -150,9 +152,6 @@ class FixedLogits:
 
 
 MASKED_LOSSES = {
-    "kl retain": lambda make_cfg: (
-        lambda model, batch, reference: answer_kl(model, batch, reference())
-    ),
     "grad_ascent": lambda make_cfg: build(make_cfg, "grad_ascent").forget_loss,
     "npo": lambda make_cfg: build(make_cfg, "npo").forget_loss,
     "simnpo": lambda make_cfg: build(make_cfg, "simnpo", "method.beta=0.5").forget_loss,
@@ -188,13 +187,49 @@ def test_losses_ignore_prompt_and_padding_positions(make_cfg, tiny, name) -> Non
     assert loss(inside, reference_logits) != pytest.approx(loss(logits, reference_logits))
 
 
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_kl_retain_averages_every_real_position_and_ignores_padding(tiny, side) -> None:
+    """As the sources' KL retain term, over prompt and answer positions; padding left out."""
+    _, tokenizer = tiny
+    pairs = [("Who?", "A much longer answer"), ("Where was it?", "Here")]
+    encoded = [encode_pair(tokenizer, Prompter()(tokenizer, q), a) for q, a in pairs]
+    batch = pad_encoded(encoded, tokenizer.pad_token_id, side=side)
+    assert (batch["attention_mask"] == 0).any(), "the batch should contain padding"
+    generator = torch.Generator().manual_seed(0)
+    shape = (*batch["labels"].shape, len(tokenizer))
+    logits, reference_logits = (torch.randn(shape, generator=generator) for _ in range(2))
+
+    def kl(model_logits: torch.Tensor) -> float:
+        reference = FixedLogits(reference_logits)
+        return training.sequence_kl(FixedLogits(model_logits), batch, reference).item()
+
+    # By hand: position p predicts token p + 1; it counts when both are real tokens.
+    per_position = []
+    for row, mask in enumerate(batch["attention_mask"].tolist()):
+        for p in range(len(mask) - 1):
+            if mask[p] and mask[p + 1]:
+                ref = F.log_softmax(reference_logits[row, p], -1)
+                per_position.append((ref.exp() * (ref - F.log_softmax(logits[row, p], -1))).sum())
+    assert kl(logits) == pytest.approx(torch.stack(per_position).mean().item(), rel=1e-5)
+    real = batch["attention_mask"].bool()
+    counted = torch.zeros_like(real)
+    counted[:, :-1] = real[:, :-1] & real[:, 1:]
+    noise = 10 * torch.randn(shape, generator=generator)
+    assert kl(logits + noise * (~counted).unsqueeze(-1)) == pytest.approx(kl(logits))
+    prompt = torch.zeros_like(real)
+    prompt[:, :-1] = counted[:, :-1] & (batch["labels"][:, 1:] == -100)
+    assert prompt.any() and kl(logits + noise * prompt.unsqueeze(-1)) != pytest.approx(kl(logits))
+
+
 def test_kl_retain_is_zero_when_the_model_is_the_reference(tiny) -> None:
     model, tokenizer = tiny
     pairs = [("Who?", "An answer"), ("Where was it?", "Here")]
     encoded = [encode_pair(tokenizer, Prompter()(tokenizer, q), a) for q, a in pairs]
     batch = pad_encoded(encoded, tokenizer.pad_token_id)
 
-    assert answer_kl(model, batch, Reference(model)).item() == pytest.approx(0.0, abs=1e-6)
+    assert training.sequence_kl(model, batch, Reference(model)).item() == pytest.approx(
+        0.0, abs=1e-6
+    )
 
 
 def test_reference_is_the_frozen_original_model(make_cfg, tiny, tmp_path, built) -> None:
@@ -231,6 +266,20 @@ def test_prompt_keeps_the_weights_and_names_the_subjects(make_cfg, tiny, tmp_pat
     assert "Marie Curie" in system_prompt and "Alan Turing" in system_prompt
     assert "{" not in system_prompt
     assert system_prompt in unlearned.prompter(tokenizer, "Who was Marie Curie?")
+
+
+@pytest.mark.parametrize("name", ["prompt", "prompt_distill", "whp", "rwhp", "whp_plus"])
+def test_methods_that_name_the_subject_refuse_records_without_one(
+    make_cfg, tiny, tmp_path, name
+) -> None:
+    _, tokenizer = tiny
+    nameless = DATA.with_records(replace(r, subject="") for r in DATA.records)
+    method = build(make_cfg, name)
+    with pytest.raises(DataError, match=rf"method={name} names the subject.*'f1'.*subject_column"):
+        if name.startswith("prompt"):
+            method.unlearn(tiny[0], tokenizer, nameless, context(tmp_path))
+        else:
+            method.forget_pairs(nameless, tokenizer, context(tmp_path))
 
 
 def test_refusals_ship_with_the_package_and_are_drawn_by_seed() -> None:

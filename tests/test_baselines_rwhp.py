@@ -22,7 +22,6 @@ from benchmarks.prompting import Prompter, encode_pair
 from benchmarks.training import (
     Batch,
     Reference,
-    answer_kl,
     collate,
     encode_example,
     mean_nll,
@@ -154,7 +153,7 @@ def test_loss_is_zero_when_every_counterfactual_is_the_original_text(make_cfg, t
     assert loss.item() == pytest.approx(0.0, abs=1e-6)
 
 
-def test_loss_on_unrenamed_texts_is_the_answer_kl_to_the_reference(make_cfg, tiny) -> None:
+def test_loss_on_unrenamed_texts_is_the_answer_token_kl_to_the_reference(make_cfg, tiny) -> None:
     model, tokenizer = tiny
     rwhp = build(make_cfg, "rwhp")
     original = encoded_batch(tokenizer, [("Who?", "An answer"), ("Where was it?", "Here")])
@@ -166,7 +165,13 @@ def test_loss_on_unrenamed_texts_is_the_answer_kl_to_the_reference(make_cfg, tin
 
     loss = rwhp.forget_loss(model, batch, lambda: reference)
 
-    expected = answer_kl(model, original, reference)
+    # KL(reference ‖ model) averaged over the answer tokens, by hand.
+    inputs = {"input_ids": original["input_ids"], "attention_mask": original["attention_mask"]}
+    answer = original["labels"][:, 1:] != -100
+    with torch.no_grad():
+        logp = F.log_softmax(model(**inputs).logits[:, :-1].float(), -1)[answer]
+    ref_logp = F.log_softmax(reference.logits(original)[:, :-1].float(), -1)[answer]
+    expected = (ref_logp.exp() * (ref_logp - logp)).sum(-1).mean()
     assert expected.item() > 1e-4
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 

@@ -194,7 +194,7 @@ def test_every_method_declares_a_search_space_over_its_own_keys(
     method = METHODS.get(name)
     cfg = make_cfg(f"method={name}")
     space = method.search_space
-    if name != "prompt":  # training-free: nothing to tune
+    if name not in ("prompt", "none"):  # training-free: nothing to tune
         assert "method.lr" in space, f"{name} declares no learning rate to tune"
     overrides = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in space.items()])
     assert all(o.is_sweep_override() for o in overrides), f"{name}: not sweeper syntax"

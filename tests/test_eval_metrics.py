@@ -27,7 +27,7 @@ from benchmarks.evaluation.privacy import (
     privleak,
     zlib_score,
 )
-from benchmarks.evaluation.tofu import forget_quality, model_utility, truth_ratio_score
+from benchmarks.evaluation.tofu import forget_quality, model_utility
 from benchmarks.models import cache_dir, load_model
 from benchmarks.prompting import Prompter, encode_pair
 
@@ -107,29 +107,46 @@ def test_answer_token_stats_match_the_scoring_pass_and_the_vocabulary_moments(
 # -- TOFU --------------------------------------------------------------------------------------
 
 
-def test_ks_test_of_identical_samples_gives_p_one() -> None:
-    ratios = [0.2, 0.5, 0.9, 1.3, 2.0]
-    assert forget_quality(ratios, list(ratios)) == {"forget_quality": 1.0, "ks_statistic": 0.0}
-    far = forget_quality([0.01 * i for i in range(1, 21)], [10.0 + i for i in range(20)])
-    assert far["ks_statistic"] == 1.0 and far["forget_quality"] < 1e-6
+# TOFU's own formulas on fixed arrays: tests/test_tofu_golden.py.
 
 
-def test_truth_ratio_aggregation_per_view_kind() -> None:
-    # Forgotten: min(R, 1/R), 1 when truth and wrong answers are equally likely.
-    assert truth_ratio_score([1.0, 1.0], forgotten=True) == pytest.approx(1.0)
-    assert truth_ratio_score([0.5, 2.0], forgotten=True) == pytest.approx(0.5)
-    # Kept: max(0, 1 - R), 1 when the truth is far likelier.
-    assert truth_ratio_score([0.25, 2.0], forgotten=False) == pytest.approx((0.75 + 0.0) / 2)
-
-
-def test_model_utility_is_the_harmonic_mean_over_kept_views() -> None:
-    means = {
-        "hard_retain": {"answer_prob": 0.5, "rougeL_recall": 1.0, "truth_ratio": 0.5},
-        "general_retain": {"answer_prob": 0.25, "rougeL_recall": 1.0, "truth_ratio": 1.0},
+def test_forget_quality_warns_when_few_questions_leave_the_ks_test_no_power() -> None:
+    ten = forget_quality([0.1 * i for i in range(1, 11)], [0.1 * i + 0.05 for i in range(1, 11)])
+    assert ten["forget_quality"] > 0.99 and ten["forget_quality_n"] == {
+        "unlearned": 10,
+        "reference": 10,
     }
-    expected = 6 / (2 + 1 + 2 + 4 + 1 + 1)
-    assert model_utility(means, ["hard_retain", "general_retain"]) == pytest.approx(expected)
-    assert model_utility(means, ["hard_retain", "retain"]) is None  # a view was not evaluated
+    assert ten["forget_quality_power"]["distance_for_p05"] == pytest.approx(0.7)
+    assert "p < 0.05 needs a KS distance D ≥ 0.70" in ten["forget_quality_warning"]
+    forty = forget_quality([0.1 * i for i in range(40)], [0.1 * i + 0.05 for i in range(40)])
+    assert forty["forget_quality_power"]["distance_for_p05"] == pytest.approx(0.325)
+    assert "forget_quality_warning" not in forty
+    three = forget_quality([0.5, 1.0, 2.0], [0.6, 1.1, 2.1])["forget_quality_warning"]
+    assert "p < 0.05 is out of reach" in three
+
+
+def test_model_utility_without_tofus_sets_is_the_harmonic_mean_over_kept_views() -> None:
+    rows = [
+        {"view": "hard_retain", "answer_prob": 0.5, "rougeL_recall": 1.0, "truth_preference": 0.5},
+        {"view": "hard_retain", "answer_prob": 0.5, "rougeL_recall": 1.0, "truth_preference": 0.5},
+        {"view": "general_retain", "answer_prob": 0.25, "rougeL_recall": 1.0},
+        {
+            "view": "general_retain",
+            "answer_prob": 0.25,
+            "rougeL_recall": 1.0,
+            "truth_preference": 1.0,
+        },
+        {"view": "world_facts", "answer_prob": 0.9, "rougeL_recall": 0.0, "truth_preference": 0.0},
+    ]
+    utility = model_utility(rows, ["hard_retain", "general_retain"])
+    assert utility["model_utility_kind"] == "retain_views"  # world facts alone do not make TOFU
+    assert utility["model_utility"] == pytest.approx(6 / (2 + 1 + 2 + 4 + 1 + 1))
+    assert utility["model_utility_values"]["general_retain/truth_preference"] == 1.0
+    missing = model_utility(rows, ["hard_retain", "retain"])  # retain was not evaluated
+    assert (
+        missing["model_utility"] is None
+        and missing["model_utility_values"]["retain/answer_prob"] is None
+    )
 
 
 # -- WPU criteria ------------------------------------------------------------------------------

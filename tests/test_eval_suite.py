@@ -16,6 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 from test_eval_judges import FakeJudgeServer
 
 from benchmarks.data import load_data
+from benchmarks.data.records import QARecord
+from benchmarks.evaluation import attacks as attacks_module
 from benchmarks.evaluation import suite as suite_module
 from benchmarks.evaluation.attacks import (
     ATTACKS,
@@ -36,8 +38,10 @@ from benchmarks.evaluation.suite import (
     Suite,
     attacks_family,
     check_suite,
+    echo_family,
     leak_summary,
     multiple_choice_family,
+    outcomes_family,
     tofu_family,
     worst_case,
 )
@@ -54,11 +58,14 @@ QUICK = (
     "target.train.max_steps=2",
     "eval.attacks.many_shot.shots=4",
     "eval.attacks.leak_at_k.k=2",
+    "eval.attacks.relearn.steps=2",
+    "eval.attacks.relearn_related.steps=2",
 )
 FULL = (
     "eval=full",
     "data.forget_set=forget_facts",
     "eval.attacks.relearn.steps=2",
+    "eval.attacks.relearn_related.steps=2",
     "eval.attacks.soft_prompt.steps=2",
     "eval.attacks.soft_prompt.tokens=2",
 )
@@ -73,7 +80,10 @@ def test_a_job_with_the_full_suite_reports_every_family(
         json.loads((tmp_path / "job" / "results.json").read_text())["criteria"]
         == (results["criteria"])
     )
-    attacks = ["paraphrase", "many_shot", "quantization", "leak_at_k", "relearn", "soft_prompt"]
+    attacks = [
+        "paraphrase", "many_shot", "quantization", "leak_at_k", "relearn", "relearn_related",
+        "soft_prompt",
+    ]  # fmt: skip
     leak_keys = {"leak_rate", "attacked_leak_rate", "greedy_leak_rate", "rougeL_recall", "n"}
     for model in ("target", "unlearned"):
         assert tuple(results["criteria"][model]) == CRITERIA
@@ -81,7 +91,11 @@ def test_a_job_with_the_full_suite_reports_every_family(
         assert set(results["criteria_submetrics"][model]) == set(CRITERIA)
         assert list(results["attacks"][model]) == attacks
         for name, summary in results["attacks"][model].items():
-            settings = {"8bit", "4bit"} if name == "quantization" else set()
+            settings = {
+                "quantization": {"8bit", "4bit"},
+                "relearn_related": {"forget_facts_retained"},
+            }
+            settings = settings.get(name, set())
             assert set(summary) == leak_keys | settings and summary["n"] > 0
             assert all(set(summary[s]) == leak_keys for s in settings)
         robustness = results["robustness"][model]
@@ -90,16 +104,31 @@ def test_a_job_with_the_full_suite_reports_every_family(
             + [results["metrics"][model]["forget"]["leak_rate"]]
         )
         tofu = results["tofu"][model]
-        assert {"truth_ratio", "forget_quality", "ks_statistic", "model_utility"} <= set(tofu)
+        assert {"forget_truth_ratio", "forget_quality", "ks_statistic", "model_utility"} <= set(
+            tofu
+        )
         assert 0.0 <= tofu["forget_quality"] <= 1.0
+        assert (
+            tofu["model_utility_kind"] == "retain_views" and len(tofu["model_utility_values"]) == 6
+        )
+        assert tofu["forget_quality_n"] == {"unlearned": 4, "reference": 4}
+        assert "4 vs 4 truth ratios" in tofu["forget_quality_warning"]
         privacy = results["privacy"][model]
         assert set(privacy["auc"]) == set(privacy["privleak"]) == set(MIA_SCORES.names())
         assert {"retention", "forgotten", "score"} <= set(results["fine_grained"][model])
         choice = results["multiple_choice"][model]
         assert set(choice) == {"forget", "hard_retain"}
         assert set(choice["forget"]) == {"accuracy", "true_mass", "chance", "n"}
-        for name in ("attacks", "privacy", "tofu", "multiple_choice", "criteria"):
+        outcomes = results["outcomes"][model]
+        assert set(outcomes) == {"forget", "forget_paraphrased"}
+        for shares in outcomes.values():
+            assert sum(shares[k] for k in ("leak", "refusal", "fabrication")) == pytest.approx(1)
+        for name in ("attacks", "privacy", "tofu", "multiple_choice", "criteria", "outcomes"):
             assert f"suite/{name}/{model}" in results["timings_s"]
+        for name in ("relearn", "relearn_related", "soft_prompt"):
+            assert f"suite/attack:{name}/{model}" in results["timings_s"]
+    # grad_ascent trains on no wrong answers: nothing to echo (UnSTAR's: test_unstar.py)
+    assert "skipped" in results["echo"]["unlearned"] and "skipped" in results["echo"]["target"]
     assert set(results["privacy"]["reference"]["auc"]) == set(MIA_SCORES.names())
     assert results["data"]["counts"]["holdout"] == 10
 
@@ -180,7 +209,7 @@ def test_the_retain_only_reference_has_forget_quality_one_against_itself(
     data = load_data(cfg.data)
     reference, _ = retain_reference(cfg, data, cache=cache_dir(), prompter=Prompter())
     _, tokenizer = load_model(cfg.model, cache_dir(), "cpu")
-    scoring = OmegaConf.merge(cfg.eval, {"views": ["forget"], "metrics": ["truth_ratio"]})
+    scoring = OmegaConf.merge(cfg.eval, {"views": ["forget"], "metrics": ["truth_preference"]})
     metrics, rows = evaluate_model(reference, tokenizer, data, scoring, Prompter(), "reference")
     suite = make_suite(
         cfg,
@@ -215,7 +244,8 @@ def test_the_holdout_is_never_taught(make_cfg: Callable[..., DictConfig]) -> Non
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["eval.suite=[tofu]", "eval.metrics=[rougeL_recall,leak_rate]"], "truth_ratio"),
+        (["eval.suite=[tofu]", "eval.metrics=[rougeL_recall,leak_rate]"], "truth_preference"),
+        (["eval.suite=[tofu]", "eval.views=[forget,hard_retain,general_retain]"], "real_authors"),
         (["eval.suite=[criteria]", "eval.views=[forget]"], "hard_retain"),
         (["eval.suite=[vibes]"], "unknown"),
         (["+eval.attacks.telepathy={}"], "telepathy"),
@@ -331,13 +361,20 @@ def test_soft_prompt_vectors_sit_between_question_and_turn_end(
 # -- robustness: attacks never understate, quantization, sampling, the worst case -------------
 
 
-def memorised(cfg: DictConfig, steps: int = 40) -> tuple[torch.nn.Module, object, list]:
-    """The tiny model after learning the forget answers by heart: greedy answers that leak."""
+def memorised(
+    cfg: DictConfig,
+    steps: int = 40,
+    answers: Callable[[QARecord], list[str]] = lambda r: [r.answer],
+) -> tuple[torch.nn.Module, object, list]:
+    """The tiny model after learning the forget answers (``answers`` of each record) by heart:
+    greedy answers that leak."""
     data = load_data(cfg.data)
     model, tokenizer = load_model(cfg.model, cache_dir(), "cpu")
     prompter = Prompter()
     encoded = [
-        encode_pair(tokenizer, prompter(tokenizer, r.question), r.answer) for r in data.forget
+        encode_pair(tokenizer, prompter(tokenizer, r.question), answer)
+        for r in data.forget
+        for answer in answers(r)
     ]
     batch = pad_encoded(encoded, tokenizer.pad_token_id)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -358,6 +395,8 @@ def test_no_attack_reports_less_leak_than_the_greedy_answers(
         "eval.max_new_tokens=48",
         "eval.attacks.relearn.steps=2",
         "eval.attacks.relearn.lr=1e-1",  # relearning that damages the model
+        "eval.attacks.relearn_related.steps=2",
+        "eval.attacks.relearn_related.lr=1e-1",
         "eval.attacks.soft_prompt.steps=2",
         "eval.attacks.soft_prompt.tokens=2",
         "eval.attacks.many_shot.shots=2",
@@ -380,6 +419,72 @@ def test_no_attack_reports_less_leak_than_the_greedy_answers(
     assert summaries["leak_at_k"]["leak_rate"] >= greedy
     # The check has teeth: without the max rule some attack here would report less.
     assert min(s["attacked_leak_rate"] for s in summaries.values()) < greedy
+
+
+def test_sampling_finds_a_fact_that_greedy_decoding_hides(
+    make_cfg: Callable[..., DictConfig],
+) -> None:
+    """A model taught, equally often, the true answer and a wrong one to each forget question:
+    greedy decoding states one of them, k samples at T=1 both, so leak@k exceeds greedy."""
+    only_sampling = [f"~eval.attacks.{name}" for name in
+                     ("paraphrase", "many_shot", "quantization", "relearn", "relearn_related")]  # fmt: skip
+    cfg = make_cfg(*only_sampling, "eval.max_new_tokens=24", "eval.attacks.leak_at_k.k=8")
+    model, tokenizer, data = memorised(
+        cfg, steps=150, answers=lambda r: [r.answer, r.perturbed_answers[0]]
+    )
+    run = ModelRun("unlearned", Prompter(), {}, [], model)
+    results = attacks_family(make_suite(cfg, data, tokenizer, {"unlearned": run}), run)
+    greedy, sampled = results["robustness"]["greedy_leak_rate"], results["attacks"]["leak_at_k"]
+    assert 0 < greedy < 1, greedy  # greedy hides some facts and states others
+    assert sampled["n"] == 8 * len(data.forget)
+    assert 0.25 < sampled["attacked_leak_rate"] < 0.75, sampled  # samples: either answer
+    assert sampled["leak_rate"] >= 0.9 and sampled["leak_rate"] >= greedy + 0.3, (sampled, greedy)
+    assert results["robustness"]["worst_case_leak"] == sampled["leak_rate"]
+
+
+def test_relearning_teaches_only_its_subset_and_asks_only_the_others(
+    make_cfg: Callable[..., DictConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = make_cfg("data.forget_set=forget_facts")
+    facts, persons = load_data(cfg.data), load_data(make_cfg("data.forget_set=forget_2").data)
+    model, tokenizer = load_model(cfg.model, cache_dir(), "cpu")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    taught: list[set[str]] = []
+    train = attacks_module.train
+
+    def recording_train(model, tokenizer, pairs, retain, *args, **kwargs):
+        assert retain == []
+        asked_as = {
+            Prompter()(tokenizer, r.question): r.id for r in (*facts.records, *persons.records)
+        }
+        taught.append({asked_as[p.prompt] for p in pairs})
+        return train(model, tokenizer, pairs, retain, *args, **kwargs)
+
+    monkeypatch.setattr(attacks_module, "train", recording_train)
+    victim = Victim(model, tokenizer, Prompter(), lambda p: pytest.fail("no plain answers"), 4, 4)
+
+    def attack(name: str, data) -> list:
+        options = OmegaConf.merge(cfg.eval.attacks[name], {"steps": 1})
+        return ATTACKS.get(name)(victim, data, options)
+
+    forget = {r.id for r in facts.forget}
+    asked = [p.record.id for p in attack("relearn", facts)]
+    assert len(taught[-1]) == round(len(forget) * cfg.eval.attacks.relearn.fraction)
+    assert (
+        taught[-1] <= forget and taught[-1].isdisjoint(asked) and taught[-1] | set(asked) == forget
+    )
+    assert len(asked) == len(set(asked))
+
+    # related facts: never a forgotten one taught, every forgotten one asked
+    probes = attack("relearn_related", facts)
+    assert taught[-1] == {r.id for r in facts.with_role("forget_facts_retained")}
+    assert [p.record.id for p in probes] == [r.id for r in facts.forget]
+    assert {p.setting for p in probes} == {"forget_facts_retained"}
+    probes = attack("relearn_related", persons)  # whole persons forgotten: no kept facts of theirs
+    assert taught[-1] == {r.id for r in persons.with_role("hard_retain")}
+    assert [p.record.id for p in probes] == [r.id for r in persons.forget]
+    assert {p.setting for p in probes} == {"hard_retain"}
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items()), "a copy learns"
 
 
 def test_an_attack_counts_a_question_leaked_if_greedy_or_any_attacked_answer_leaks() -> None:
@@ -455,3 +560,69 @@ def test_multiple_choice_tells_a_model_that_knows_the_answers_from_a_random_one(
     assert known["n"] == guessed["n"] == len(data.forget) and known["chance"] == 0.25
     assert known["accuracy"] == 1.0 and known["true_mass"] > 0.9, known
     assert abs(guessed["true_mass"] - 0.25) < 0.05 and guessed["accuracy"] <= 0.5, guessed
+
+
+# -- probes: the outcome of each forget answer, and the echo of trained wrong answers ----------
+
+
+def probe_rows(
+    data, answers: list[tuple[str, str, float, float | None]]
+) -> list[dict[str, object]]:
+    """Rows as the evaluation writes them: (view, generation, leak_rate, judge_reject or None)."""
+    record = data.forget[0]
+    rows = []
+    for view, generation, leak, reject in answers:
+        row = {"model": "unlearned", "view": view, "id": record.id, "question": record.question,
+               "answer": record.answer, "generation": generation, "leak_rate": leak}  # fmt: skip
+        if reject is not None:
+            row["judge_reject"] = reject
+        rows.append(row)
+    return rows
+
+
+def test_each_forget_answer_is_a_leak_a_refusal_or_a_fabrication_and_echoes_are_counted(
+    make_cfg: Callable[..., DictConfig],
+) -> None:
+    cfg = make_cfg()  # the local judge, refusal phrases only (no embedder on the tiny setup)
+    data = load_data(cfg.data)
+    _, tokenizer = load_model(cfg.model, cache_dir(), "cpu")
+    rows = probe_rows(
+        data,
+        [
+            ("forget", "Ulm, but I don't know", 1.0, None),  # leaks and refuses: a leak
+            ("forget", "I don't know.", 0.0, None),  # a refusal, found by the judge
+            ("forget", "Nothing comes to mind", 0.0, 1.0),  # the criteria's judge said refusal
+            ("forget", "He was born in munich.", 0.0, None),  # a trained wrong answer
+            ("forget_paraphrased", "Munich", 0.0, None),  # echoed on a test question
+            ("forget_paraphrased", "Vienna, Austria", 0.0, None),  # a new fabrication
+            ("forget_paraphrased", "Ulm, not Munich", 1.0, None),  # a leak never echoes
+            ("forget_paraphrased", "Zurich", 0.0, 0.0),  # the judge said no refusal
+        ],
+    )
+    wrong = {data.forget[0].id: ["Munich", "Zurich"], "another-id": ["Vienna"]}
+    run = ModelRun("unlearned", Prompter(), {}, rows, wrong_answers=wrong)
+    target = ModelRun("target", Prompter(), {}, [])  # no trained wrong answers
+    suite = make_suite(cfg, data, tokenizer, {"target": target, "unlearned": run})
+
+    outcomes = outcomes_family(suite, run)["outcomes"]
+    assert outcomes == {
+        "forget": {"leak": 0.25, "refusal": 0.5, "fabrication": 0.25, "n": 4},
+        "forget_paraphrased": {"leak": 0.25, "refusal": 0.0, "fabrication": 0.75, "n": 4},
+    }
+    assert [r["outcome"] for r in rows] == [
+        "leak", "refusal", "refusal", "fabrication", "fabrication", "fabrication", "leak",
+        "fabrication",
+    ]  # fmt: skip
+
+    echo = echo_family(suite, run)["echo"]
+    assert echo["forget"] == {
+        "echo_rate": 0.25, "fabrication_rate": 0.25, "echo_share_of_fabrications": 1.0, "n": 4,
+    }  # fmt: skip
+    assert echo["forget_paraphrased"] == {
+        "echo_rate": 0.5, "fabrication_rate": 0.75,
+        "echo_share_of_fabrications": pytest.approx(2 / 3), "n": 4,
+    }  # fmt: skip
+    assert (echo["wrong_answers"], echo["questions"]) == (3, 2)
+    assert [r["echo"] for r in rows] == [0, 0, 0, 1, 1, 0, 0, 1]
+
+    assert "skipped" in echo_family(suite, target)["echo"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -138,7 +139,7 @@ def test_evaluate_model_rows_and_view_means(
     for view in ("forget", "forget_paraphrased", "hard_retain"):
         assert set(summary[view]) == set(METRICS)
     # Without perturbed answers there is no truth ratio.
-    assert set(summary["general_retain"]) == set(METRICS) - {"truth_ratio"}
+    assert set(summary["general_retain"]) == set(METRICS) - {"truth_preference"}
     for values in summary.values():
         assert all(0.0 <= v <= 1.0 for v in values.values())
 
@@ -162,6 +163,35 @@ def test_evaluate_model_rejects_an_unknown_metric(
     eval_cfg = make_cfg("eval.metrics=[rougeL_recall,bleu]").eval
     with pytest.raises(ValueError, match="bleu"):
         evaluate_model(*model, data, eval_cfg, Prompter(), "tiny")
+    old_name = make_cfg("eval.metrics=[truth_ratio]").eval
+    with pytest.raises(ValueError, match="truth_ratio is now truth_preference"):
+        evaluate_model(*model, data, old_name, Prompter(), "tiny")
+
+
+def test_the_truth_ratio_compares_the_wrong_answers_with_the_paraphrased_one(
+    model: Model, make_cfg: Callable[..., DictConfig]
+) -> None:
+    plain = _record("f1", "forget", perturbed=3)
+    reworded = replace(plain, id="f2", paraphrased_answer="In other words, answer f1")
+    data = UnlearningData("tiny", (plain, reworded))
+    eval_cfg = make_cfg("eval.views=[forget]", "eval.metrics=[answer_prob,truth_preference]").eval
+    _, rows = evaluate_model(*model, data, eval_cfg, Prompter(), "tiny")
+
+    prompt = Prompter()(model[1], plain.question)
+    answers = [plain.answer, "In other words, answer f1", *plain.perturbed_answers]
+    answer, paraphrased, *wrong = answer_logprobs(*model, [prompt] * len(answers), answers)
+    perturbed = np.mean([lp.mean() for lp in wrong])
+    by_hand = {
+        "f1": np.exp(perturbed - answer.mean()),
+        "f2": np.exp(perturbed - paraphrased.mean()),
+    }
+    assert by_hand["f1"] != pytest.approx(by_hand["f2"])
+    for row in rows:
+        assert row["truth_ratio_R"] == pytest.approx(by_hand[row["id"]], rel=1e-5)
+        assert row["answer_prob"] == pytest.approx(np.exp(answer.mean()), rel=1e-5)
+        assert row["truth_preference"] == pytest.approx(max(0.0, 1 - by_hand[row["id"]]), abs=1e-6)
+    probs = np.exp([answer.mean(), *(lp.mean() for lp in wrong)])
+    assert rows[0]["answer_prob_normalised"] == pytest.approx(probs[0] / probs.sum(), rel=1e-5)
 
 
 def test_long_answer_loses_its_end_never_the_prompt() -> None:

@@ -30,7 +30,7 @@ QUICK = ("method=grad_ascent", "method.max_steps=2", "target.train.max_steps=3",
 #: keeps it on, the rest need only the core metrics.
 NO_SUITE = "eval.suite=[]"
 VIEWS = {"forget", "forget_paraphrased", "hard_retain", "general_retain"}
-METRICS = {"rougeL_recall", "answer_prob", "leak_rate", "truth_ratio"}
+METRICS = {"rougeL_recall", "answer_prob", "leak_rate", "truth_preference"}
 PHASES = ["load_model", "load_data", "prepare_target", "eval_target", "unlearn", "eval_unlearned"]
 ROW_KEYS = {"model", "view", "id", "question", "answer", "generation"}
 

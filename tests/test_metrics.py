@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from benchmarks.evaluation.metrics import answer_prob, rougeL_recall, truth_ratio, truth_score
+from benchmarks.evaluation.metrics import answer_prob, rougeL_recall, truth_preference, truth_ratio
 
 
 def lp(*probs: float) -> np.ndarray:
@@ -44,23 +44,23 @@ def test_answer_prob_of_no_tokens_is_zero() -> None:
 def test_truth_ratio_of_indistinguishable_answers_is_one() -> None:
     ratio = truth_ratio(lp(0.3, 0.3), [lp(0.3), lp(0.3, 0.3, 0.3)])
     assert ratio == pytest.approx(1.0)
-    assert truth_score(ratio) == pytest.approx(0.0)
+    assert truth_preference(ratio) == pytest.approx(0.0)
 
 
 def test_truth_ratio_when_the_truth_is_much_likelier() -> None:
     # Normalised probabilities: truth 0.5; perturbed 0.1 and 0.4, geometric mean 0.2 → R = 0.4.
     ratio = truth_ratio(lp(0.5, 0.5), [lp(0.1, 0.1), lp(0.4)])
     assert ratio == pytest.approx(0.4)
-    assert truth_score(ratio) == pytest.approx(0.6)
+    assert truth_preference(ratio) == pytest.approx(0.6)
 
     sure = truth_ratio(lp(0.9), [lp(1e-4), lp(1e-5)])
     assert sure == pytest.approx(math.sqrt(1e-4 * 1e-5) / 0.9)
-    assert truth_score(sure) == pytest.approx(1.0, abs=1e-3)
+    assert truth_preference(sure) == pytest.approx(1.0, abs=1e-3)
 
 
-def test_truth_score_clips_at_zero_when_wrong_answers_are_preferred() -> None:
+def test_truth_preference_clips_at_zero_when_wrong_answers_are_preferred() -> None:
     ratio = truth_ratio(lp(0.1), [lp(0.5)])
     assert ratio == pytest.approx(5.0)
-    assert truth_score(ratio) == 0.0
-    assert truth_score(1.0) == 0.0
-    assert truth_score(0.0) == 1.0
+    assert truth_preference(ratio) == 0.0
+    assert truth_preference(1.0) == 0.0
+    assert truth_preference(0.0) == 1.0

@@ -232,7 +232,8 @@ def test_antisamples_are_cached_and_saved_readably(setup) -> None:
     method, model, tokenizer, data, ctx = make(
         "method.max_iterations=1", "method.harder=false", "method.lr=1e-3"
     )
-    second = method.unlearn(model, tokenizer, data, ctx).metrics
+    unlearned = method.unlearn(model, tokenizer, data, ctx)
+    second = unlearned.metrics
 
     assert not first["antisamples_cached"] and second["antisamples_cached"]
     assert canned.calls == calls, "a training knob must not regenerate the anti-samples"
@@ -242,6 +243,11 @@ def test_antisamples_are_cached_and_saved_readably(setup) -> None:
     ]
     assert {s["record_id"] for s in saved} == {r.id for r in data.forget}
     assert all(s["wrong_answer"] in ("Vienna", "Zurich") for s in saved)
+    # the echo probe's wrong answers: those of the saved anti-samples, each once per record
+    trained = {r.id: sorted({s["wrong_answer"] for s in saved if s["record_id"] == r.id})
+               for r in data.forget}  # fmt: skip
+    assert {k: sorted(v) for k, v in unlearned.wrong_answers.items()} == trained
+    assert all(len(v) == len(set(v)) for v in unlearned.wrong_answers.values())
 
 
 def test_antisamples_made_by_other_generation_code_are_not_reused(setup, monkeypatch) -> None:

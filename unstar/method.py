@@ -96,10 +96,12 @@ class UnSTAR(Method):
         stop = stopping_rule(cfg, data, tokenizer, ctx.prompter, ctx.eval_cfg)
         history: list[dict[str, Any]] = []
         all_samples, active = list(samples), samples
+        trained: list[AntiSample] = []
 
         for iteration in range(1, cfg.max_iterations + 1):
             if not active:
                 break
+            trained += active
             pairs = [Pair(ctx.prompter(tokenizer, s.question), s.completion) for s in active]
             model, _ = train(
                 model, tokenizer, pairs, retain, nll_loss, cfg, seed=ctx.seed + iteration,
@@ -149,6 +151,7 @@ class UnSTAR(Method):
                     "loop_stopped_early": len(history) < cfg.max_iterations,
                 },
             },
+            wrong_answers=wrong_answers(trained),
         )
 
     def _load_generator(self, ctx):
@@ -193,3 +196,12 @@ class UnSTAR(Method):
         candidates = [r for r in done_records if by_record[r.id]]
         fresh = generator.build(candidates, [by_record[r.id] for r in candidates], pool, iteration)
         return self._still_leaking(model, tokenizer, ctx, records, fresh)
+
+
+def wrong_answers(samples: list[AntiSample]) -> dict[str, list[str]]:
+    """The distinct wrong answers of the samples per forget record, in the order first trained
+    (the last iteration's harder rephrasings, never trained on, are not passed here)."""
+    found: dict[str, dict[str, None]] = defaultdict(dict)
+    for sample in samples:
+        found[sample.record_id][sample.wrong_answer] = None
+    return {record_id: list(answers) for record_id, answers in found.items()}

@@ -1,11 +1,12 @@
 """``qa_file``: any CSV, JSONL or JSON list with question/answer columns.
 
 Optional columns: ``id``, ``subject``, ``role`` (the record's role: forget, retain, hard_retain,
-general_retain, forget_facts_retained or holdout; default ``data.default_role``; ``split`` is
-accepted as its old name), ``paraphrases`` and ``perturbed_answers`` (lists, or JSON-encoded
-lists in a CSV; TOFU's ``perturbed_answer`` is accepted too). A file with an ``is_correct``
-column lists one answer per row: the correct row is the answer, the other rows of the same
-question its perturbed answers.
+general_retain, forget_facts_retained, holdout, real_authors or world_facts; default
+``data.default_role``; ``split`` is accepted as its old name), ``paraphrases`` and
+``perturbed_answers`` (lists, or JSON-encoded lists in a CSV; TOFU's ``perturbed_answer`` is
+accepted too), ``paraphrased_answer`` (the answer reworded: the truth ratio's base where
+present). A file with an ``is_correct`` column lists one answer per row: the correct row is the
+answer, the other rows of the same question its perturbed answers.
 A question asked twice (ignoring case and spacing) is dropped if the answer is the same too, and
 is an error otherwise. The file is read as ``data.encoding`` (default UTF-8).
 """
@@ -222,6 +223,7 @@ def load_qa_file(cfg: Any) -> UnlearningData:
                 answer=_text(row, a_col, where),
                 role=role,
                 **lists,
+                paraphrased_answer=str(row.get("paraphrased_answer") or "").strip() or None,
             )
         )
     kept = _drop_repeats(records, wheres, path)

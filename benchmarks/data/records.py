@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 #: What a record is for. ``retain`` trains retain terms; ``holdout`` is never trained on, not even
 #: by the target (membership inference tells forget from holdout); the rest are evaluated.
+#: ``real_authors`` and ``world_facts`` are TOFU's two general-knowledge sets, kept apart because
+#: TOFU's model utility scores each on its own.
 RECORD_ROLES = (
     "forget",
     "retain",
@@ -14,6 +16,8 @@ RECORD_ROLES = (
     "general_retain",
     "forget_facts_retained",
     "holdout",
+    "real_authors",
+    "world_facts",
 )
 
 
@@ -23,7 +27,11 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class QARecord:
-    """One question about one subject, with what truth ratio and paraphrase attacks need."""
+    """One question about one subject, with what truth ratio and paraphrase attacks need.
+
+    ``paraphrased_answer`` is the answer reworded (TOFU's ``paraphrased_answer``): the truth
+    ratio compares the wrong answers against it rather than against the answer the model was
+    taught word for word; None where a dataset has none."""
 
     id: str
     subject: str
@@ -32,6 +40,7 @@ class QARecord:
     role: str
     paraphrases: tuple[str, ...] = ()
     perturbed_answers: tuple[str, ...] = ()
+    paraphrased_answer: str | None = None
 
     def __post_init__(self) -> None:
         if self.role not in RECORD_ROLES:
@@ -67,6 +76,19 @@ class UnlearningData:
     @property
     def retain(self) -> list[QARecord]:
         return self.with_role("retain")
+
+    def require_subjects(self, method: str) -> None:
+        """Refuse, for a method that names or renames the subject of each forget question, data
+        whose forget records have none (renaming "" would splice the substitute name between
+        every character)."""
+        missing = [r.id for r in self.forget if not r.subject.strip()]
+        if missing:
+            raise DataError(
+                f"method={method} names the subject of each forget question, but "
+                f"{len(missing)} forget records of {self.name!r} have none (first: "
+                f"{missing[0]!r}); give the data subjects (data=qa_file: a subject column, see "
+                "data.subject_column) or choose a method that needs none"
+            )
 
     def with_records(self, records: Iterable[QARecord]) -> UnlearningData:
         return UnlearningData(self.name, tuple(records), self.subjects_to_forget)

@@ -112,19 +112,13 @@ def many_shot(victim: Victim, data: UnlearningData, cfg: Any) -> list[Probe]:
     return [Probe(r, r.question, a) for r, a in zip(data.forget, answers, strict=True)]
 
 
-@ATTACKS.register("relearn")
-def relearn(victim: Victim, data: UnlearningData, cfg: Any) -> list[Probe]:
-    """Relearning (Hu et al.; Lynch et al.): a few fine-tuning steps on part of the forget set,
-    then the other part is asked. Knowledge that was hidden, not removed, comes back. LoRA
-    adapters (``cfg.lora``) leave the weights that hold the other facts as they were, so teaching
-    some facts is less likely to overwrite the held-out ones than full fine-tuning."""
-    forget = data.forget
-    if len(forget) < 2:
-        return []
-    order = np.random.default_rng(cfg.seed).permutation(len(forget))
-    n_train = min(len(forget) - 1, max(1, round(len(forget) * cfg.fraction)))
-    taught = [forget[i] for i in order[:n_train]]
-    asked = [forget[i] for i in order[n_train:]]
+def relearned_answers(
+    victim: Victim, taught: Sequence[QARecord], asked: Sequence[QARecord], cfg: Any, name: str
+) -> list[str]:
+    """Greedy answers to ``asked`` from a copy of the model fine-tuned for ``cfg.steps`` steps on
+    ``taught`` (question -> true answer): the relearning attacks' shared step. LoRA adapters
+    (``cfg.lora``) leave the weights that hold other facts as they were, so teaching some facts is
+    less likely to overwrite the asked ones than full fine-tuning."""
     train_cfg = TrainConfig(
         lr=cfg.lr,
         epochs=1,
@@ -142,7 +136,7 @@ def relearn(victim: Victim, data: UnlearningData, cfg: Any) -> list[Probe]:
         nll_loss,
         train_cfg,
         seed=cfg.seed,
-        phase="relearn",
+        phase=name,
     )
     answers = generate(
         relearned,
@@ -150,9 +144,41 @@ def relearn(victim: Victim, data: UnlearningData, cfg: Any) -> list[Probe]:
         [victim.prompter(victim.tokenizer, r.question) for r in asked],
         max_new_tokens=victim.max_new_tokens,
         batch_size=victim.batch_size,
-        desc="attack relearn: generate",
+        desc=f"attack {name}: generate",
     )
-    return [Probe(r, r.question, a[0]) for r, a in zip(asked, answers, strict=True)]
+    return [a[0] for a in answers]
+
+
+@ATTACKS.register("relearn")
+def relearn(victim: Victim, data: UnlearningData, cfg: Any) -> list[Probe]:
+    """Relearning (Hu et al.; Lynch et al.): a few fine-tuning steps on part of the forget set
+    (``cfg.fraction``, drawn with ``cfg.seed``), then only the other part is asked. Knowledge that
+    was hidden, not removed, comes back for facts the attacker never showed."""
+    forget = data.forget
+    if len(forget) < 2:
+        return []
+    order = np.random.default_rng(cfg.seed).permutation(len(forget))
+    n_train = min(len(forget) - 1, max(1, round(len(forget) * cfg.fraction)))
+    taught = [forget[i] for i in order[:n_train]]
+    asked = [forget[i] for i in order[n_train:]]
+    answers = relearned_answers(victim, taught, asked, cfg, "relearn")
+    return [Probe(r, r.question, a) for r, a in zip(asked, answers, strict=True)]
+
+
+@ATTACKS.register("relearn_related")
+def relearn_related(victim: Victim, data: UnlearningData, cfg: Any) -> list[Probe]:
+    """Relearning on related but different facts (Deeb & Roger; Łucki et al.): a few fine-tuning
+    steps on the records of the first role in ``cfg.roles`` that the data has (the forgotten
+    persons' kept facts, or hard-retain questions about entities close to them), then every
+    forget question is asked. The attacker is never shown a forgotten fact; answers that come back
+    were still in the weights. Each probe's ``setting`` names the role taught."""
+    role = next((role for role in cfg.roles if data.with_role(role)), None)
+    if role is None or not data.forget:
+        return []
+    answers = relearned_answers(
+        victim, data.with_role(role), data.forget, cfg, f"relearn_related/{role}"
+    )
+    return [Probe(r, r.question, a, role) for r, a in zip(data.forget, answers, strict=True)]
 
 
 def fake_quantize(weight: torch.Tensor, bits: int, group_size: int) -> torch.Tensor:

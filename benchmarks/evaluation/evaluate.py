@@ -25,8 +25,15 @@ EVAL_VIEWS = (
     "hard_retain",
     "general_retain",
     "forget_facts_retained",
+    "real_authors",
+    "world_facts",
 )
-METRICS = ("rougeL_recall", "answer_prob", "leak_rate", "truth_ratio")
+#: Per-question metrics ``eval.metrics`` selects; each view's mean is reported under the same name.
+#: ``truth_preference`` also writes each row's raw truth ratio (``truth_ratio_R``) and TOFU's
+#: normalised answer probability (``answer_prob_normalised``), which the suite's TOFU family reads.
+METRICS = ("rougeL_recall", "answer_prob", "leak_rate", "truth_preference")
+#: Metric names an older config may still hold, and what they are called now.
+RENAMED = {"truth_ratio": "truth_preference"}
 
 
 @dataclass(frozen=True)
@@ -60,7 +67,12 @@ def evaluate_model(
     wanted = set(eval_cfg.metrics)
     unknown = wanted - set(METRICS)
     if unknown:
-        raise ValueError(f"eval.metrics has unknown {sorted(unknown)}; choose from {list(METRICS)}")
+        renamed = "".join(
+            f" ({old} is now {RENAMED[old]})" for old in sorted(unknown & set(RENAMED))
+        )
+        raise ValueError(
+            f"eval.metrics has unknown {sorted(unknown)}; choose from {list(METRICS)}{renamed}"
+        )
     items = eval_items(data, tuple(eval_cfg.views))
     prompts = [prompter(tokenizer, item.question) for item in items]
     rows: list[dict[str, Any]] = [
@@ -90,36 +102,57 @@ def evaluate_model(
             row["rougeL_recall"] = metrics.rougeL_recall(row["answer"], text)
             row["leak_rate"] = float(leak)
 
-    if wanted & {"answer_prob", "truth_ratio"}:
+    if wanted & {"answer_prob", "truth_preference"}:
         _score_answers(model, tokenizer, items, prompts, rows, eval_cfg, label, wanted)
 
     return _means(rows, wanted), rows
 
 
 def _score_answers(model, tokenizer, items, prompts, rows, eval_cfg, label, wanted) -> None:
-    """One scoring pass over every (prompt, answer) pair the probability metrics need."""
-    pairs: list[tuple[int, str]] = []
+    """One scoring pass over every (prompt, answer) pair the probability metrics need: the
+    answer, and for the truth ratio the paraphrased answer (where the record has one) and the
+    perturbed answers."""
+    pairs: list[tuple[int, str, str]] = []
     for index, item in enumerate(items):
-        pairs.append((index, item.record.answer))
-        if "truth_ratio" in wanted:
-            pairs += [(index, wrong) for wrong in item.record.perturbed_answers]
+        record = item.record
+        pairs.append((index, "answer", record.answer))
+        if "truth_preference" in wanted and record.perturbed_answers:
+            if record.paraphrased_answer is not None:
+                pairs.append((index, "paraphrased", record.paraphrased_answer))
+            pairs += [(index, "perturbed", wrong) for wrong in record.perturbed_answers]
     scores = answer_logprobs(
         model,
         tokenizer,
-        [prompts[i] for i, _ in pairs],
-        [answer for _, answer in pairs],
+        [prompts[i] for i, _, _ in pairs],
+        [answer for *_, answer in pairs],
         batch_size=eval_cfg.batch_size,
         desc=f"eval {label}: score",
     )
-    by_item: dict[int, list[np.ndarray]] = defaultdict(list)
-    for (index, _), score in zip(pairs, scores, strict=True):
-        by_item[index].append(score)
-    for index, (true_lp, *perturbed_lp) in by_item.items():
-        rows[index]["answer_prob"] = metrics.answer_prob(true_lp)
-        if "truth_ratio" in wanted and perturbed_lp:
-            ratio = metrics.truth_ratio(true_lp, perturbed_lp)
-            rows[index]["truth_ratio_R"] = ratio
-            rows[index]["truth_ratio"] = metrics.truth_score(ratio)
+    by_item: dict[int, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
+    for (index, kind, _), score in zip(pairs, scores, strict=True):
+        by_item[index][kind].append(score)
+    for index, scored in by_item.items():
+        rows[index].update(score_row(scored))
+
+
+def score_row(scored: dict[str, list[np.ndarray]]) -> dict[str, float]:
+    """A question's probability metrics from its answers' token log-probs by kind: ``answer``
+    (one), ``paraphrased`` (none or one) and ``perturbed`` (none or several).
+
+    ``answer_prob`` is P(answer)^(1/|answer|); with perturbed answers, ``truth_ratio_R`` is TOFU's
+    truth ratio with the paraphrased answer as its base (the answer where there is none),
+    ``truth_preference`` its max(0, 1 − R), and ``answer_prob_normalised`` TOFU's probability on
+    real authors and world facts, P(answer)/(P(answer) + Σ P(perturbed)), length-normalised."""
+    (answer,) = scored["answer"]
+    result = {"answer_prob": metrics.answer_prob(answer)}
+    perturbed = scored.get("perturbed", [])
+    if perturbed:
+        base = scored.get("paraphrased", [answer])[0]
+        ratio = metrics.truth_ratio(base, perturbed)
+        result["truth_ratio_R"] = ratio
+        result["truth_preference"] = metrics.truth_preference(ratio)
+        result["answer_prob_normalised"] = metrics.multiple_choice(answer, perturbed)[1]
+    return result
 
 
 def _means(rows: list[dict[str, Any]], wanted: set[str]) -> dict[str, dict[str, float]]:

@@ -20,14 +20,19 @@ def answer_prob(token_logprobs: np.ndarray) -> float:
     return float(np.exp(np.mean(token_logprobs))) if len(token_logprobs) else 0.0
 
 
-def truth_ratio(true_logprobs: np.ndarray, perturbed_logprobs: Sequence[np.ndarray]) -> float:
-    """R = geometric mean of the perturbed answers' normalised probabilities over the true one's.
+def truth_ratio(base_logprobs: np.ndarray, perturbed_logprobs: Sequence[np.ndarray]) -> float:
+    """TOFU's truth ratio R = (∏ᵢ P(ãᵢ|q)^(1/|ãᵢ|))^(1/n) / P(â|q)^(1/|â|): the geometric mean
+    of the n perturbed answers' length-normalised probabilities over the base answer's.
 
+    The base answer â is the paraphrased answer where the dataset has one (TOFU's forget and
+    retain sets: the model is not judged on the wording it was taught), else the answer itself
+    (TOFU's real authors and world facts, every other dataset). In TOFU's code the same number is
+    ``1 / exp(mean perturbed loss − paraphrased loss)`` with per-token mean losses.
     R < 1: the model prefers the truth; R ≈ 1: it cannot tell truth from the wrong answers.
     """
-    true_mean = float(np.mean(true_logprobs))
+    base_mean = float(np.mean(base_logprobs))
     perturbed_mean = float(np.mean([np.mean(p) for p in perturbed_logprobs]))
-    return float(np.exp(perturbed_mean - true_mean))
+    return float(np.exp(perturbed_mean - base_mean))
 
 
 def multiple_choice(
@@ -41,6 +46,7 @@ def multiple_choice(
     return bool(means[0] > means[1:].max()), float(weights[0] / weights.sum())
 
 
-def truth_score(ratio: float) -> float:
-    """TOFU's ``max(0, 1 - R)``: 1 when the model is sure of the truth, 0 when it is not."""
+def truth_preference(ratio: float) -> float:
+    """TOFU's ``max(0, 1 - R)`` (its truth-ratio score on kept sets): 1 when the model is sure
+    of the truth, 0 when it prefers no answer or a wrong one."""
     return max(0.0, 1.0 - ratio)

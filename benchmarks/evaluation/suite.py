@@ -1,6 +1,8 @@
 """The evaluation suite beyond the per-view means: attacks (and the worst case over them),
-membership inference, TOFU's metrics, fine-grained retention, a multiple-choice probe and the five
-WPU criteria (``eval.suite`` selects them).
+membership inference, TOFU's metrics, fine-grained retention, the five WPU criteria, and probes
+that tell removal from obfuscation: multiple choice, the outcome of each forget answer (leak,
+refusal or fabrication) and the echo of the method's own trained wrong answers (``eval.suite``
+selects them).
 
 Each family runs for the target and the unlearned model, starting from the rows
 :func:`~benchmarks.evaluation.evaluate.evaluate_model` already produced: the judge reads those
@@ -16,7 +18,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
@@ -35,12 +37,7 @@ from benchmarks.evaluation.generation import answer_logprobs, generate
 from benchmarks.evaluation.judges import JUDGES, Judge, Judged, JudgeEnv, JudgeError, build_judge
 from benchmarks.evaluation.leak import LeakTest
 from benchmarks.evaluation.privacy import forget_vs_holdout_aucs, privleak
-from benchmarks.evaluation.tofu import (
-    FORGOTTEN_VIEWS,
-    forget_quality,
-    model_utility,
-    truth_ratio_score,
-)
+from benchmarks.evaluation.tofu import TOFU_UTILITY, forget_truth_ratio, tofu_metrics
 from benchmarks.prompting import Prompter
 from benchmarks.registry import Registry
 
@@ -51,19 +48,28 @@ log = logging.getLogger(__name__)
 PhaseTimer = Callable[[str], AbstractContextManager[None]]
 
 #: Families run in this order whatever order ``eval.suite`` lists them in: criteria read the
-#: attack rows.
-ORDER = ("attacks", "privacy", "tofu", "fine_grained", "multiple_choice", "criteria")
+#: attack rows, the outcome and echo probes the refusals the criteria's judge marked.
+ORDER = (
+    "attacks", "privacy", "tofu", "fine_grained", "multiple_choice", "criteria", "outcomes", "echo",
+)  # fmt: skip
 
 #: Bumped when what the families report changes (2: attack leak rates never below the greedy
-#: ones, ``robustness``), so that a target's suite results cached by older code, which lack the new
-#: keys, are computed anew rather than read.
-RESULTS_VERSION = 2
+#: ones, ``robustness``; 3: relearning on related facts, the outcome and echo probes; 4: TOFU's
+#: truth ratio on the paraphrased answer, its 9-value model utility, ``forget_truth_ratio``), so
+#: that a target's suite results cached by older code, which lack the new keys, are computed anew
+#: rather than read.
+RESULTS_VERSION = 4
 
 #: The views and per-question metrics each family reads from ``evaluate_model``'s rows.
 NEEDS: dict[str, tuple[set[str], set[str]]] = {
     "criteria": ({"forget", "hard_retain", "general_retain"}, {"rougeL_recall", "leak_rate"}),
-    "tofu": ({"forget"}, {"answer_prob", "rougeL_recall", "truth_ratio"}),
+    "tofu": (
+        {"forget", *(view for view, _ in TOFU_UTILITY.values())},
+        {"answer_prob", "rougeL_recall", "truth_preference"},
+    ),
     "fine_grained": ({"forget", "forget_facts_retained"}, {"rougeL_recall", "leak_rate"}),
+    "outcomes": ({"forget"}, {"leak_rate"}),
+    "echo": ({"forget_paraphrased"}, {"leak_rate"}),
 }
 
 
@@ -76,6 +82,9 @@ class ModelRun:
     metrics: dict[str, dict[str, float]]
     rows: list[dict[str, Any]]
     model: PreTrainedModel | None = None  # None: the prepared target, reloaded when needed
+    #: The wrong answers the method trained this model to give, by forget record id
+    #: (``benchmarks.methods.Unlearned.wrong_answers``; empty for the target): the echo probe's.
+    wrong_answers: dict[str, list[str]] = field(default_factory=dict)
 
 
 def check_suite(eval_cfg: Any) -> None:
@@ -237,7 +246,7 @@ def run_suite(
     if reference and "tofu" in suite.families:
         ratios = reference["forget_truth_ratios"]
         results["tofu"]["reference"] = {
-            "truth_ratio": {"forget": truth_ratio_score(ratios, forgotten=True) if ratios else None}
+            "forget_truth_ratio": {"forget": forget_truth_ratio(ratios) if ratios else None}
         }
     if reference and "auc" in reference:
         results["privacy"]["reference"] = {"auc": reference["auc"]}
@@ -350,22 +359,12 @@ def privacy_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
 
 @FAMILIES.register("tofu")
 def tofu_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
-    """Truth ratio per view, forget quality against the retain-only reference, model utility."""
-    ratios: dict[str, list[float]] = defaultdict(list)
-    for row in run.rows:
-        if "truth_ratio_R" in row:
-            ratios[row["view"]].append(row["truth_ratio_R"])
-    result: dict[str, Any] = {
-        "truth_ratio": {
-            view: truth_ratio_score(values, forgotten=view in FORGOTTEN_VIEWS)
-            for view, values in ratios.items()
-        },
-        "model_utility": model_utility(run.metrics, suite.eval.tofu.utility_views),
-        "forget_quality": None,
-    }
-    reference = suite.reference
-    if reference and reference["forget_truth_ratios"] and ratios.get("forget"):
-        result.update(forget_quality(ratios["forget"], reference["forget_truth_ratios"]))
+    """TOFU's forget truth ratio, forget quality against the retain-only reference and model
+    utility (:mod:`benchmarks.evaluation.tofu`); a warning when forget quality has few questions."""
+    reference = suite.reference["forget_truth_ratios"] if suite.reference else None
+    result = tofu_metrics(run.rows, suite.eval.tofu.utility_views, reference)
+    if "forget_quality_warning" in result:
+        log.warning("%s: %s", run.label, result["forget_quality_warning"])
     return {"tofu": result}
 
 
@@ -431,6 +430,96 @@ def criteria_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
     attacks = [name for name in suite.eval.attacks if name in attacked]
     subs = submetrics(run.rows, attacks)
     return {"criteria": criteria(subs), "criteria_submetrics": subs}
+
+
+#: The views whose answers the outcome and echo probes classify: the forget questions, and their
+#: held-out paraphrases (the dataset's, which no method trains on).
+PROBE_VIEWS = ("forget", "forget_paraphrased")
+OUTCOMES = ("leak", "refusal", "fabrication")
+
+
+@FAMILIES.register("outcomes")
+def outcomes_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
+    """The share of forget answers that leak the fact, refuse, or fabricate, per view. Each answer
+    is exactly one: a leak (the leak test) even if it also refuses, else a refusal (the judge's
+    reject, as in hallucination avoidance), else a fabrication (neither: a wrong answer, or
+    anything else that states no fact and refuses nothing). Unlearning that hides a fact behind a
+    confident wrong answer and unlearning that declines to answer look alike in leak rate; these
+    shares tell them apart."""
+    rows = [r for r in run.rows if r["view"] in PROBE_VIEWS and "generation" in r]
+    try:
+        classified = classify_outcomes(suite, rows)
+    except JudgeError as err:
+        suite.errors[f"{run.label}/outcomes"] = f"JudgeError: {err}"
+        return {"outcomes": {"skipped": f"the judge failed: {err}"}}
+    result: dict[str, Any] = {}
+    for view in PROBE_VIEWS:
+        kinds = [kind for row, kind in zip(rows, classified, strict=True) if row["view"] == view]
+        if kinds:
+            result[view] = {k: kinds.count(k) / len(kinds) for k in OUTCOMES} | {"n": len(kinds)}
+    return {"outcomes": result or {"skipped": "no forget answers"}}
+
+
+def classify_outcomes(suite: Suite, rows: list[dict[str, Any]]) -> list[str]:
+    """Each row's outcome (``OUTCOMES``), also written to the row as ``outcome``. The judge scores
+    the rows whose ``judge_reject`` the criteria family did not set already."""
+    todo = [r for r in rows if r.get("judge_reject") is None]
+    if todo:
+        subjects = {r.id: r.subject for r in suite.data.records}
+        items = [
+            Judged(r["question"], r["answer"], r["generation"], subjects[r["id"]]) for r in todo
+        ]
+        for row, reject in zip(todo, suite.judge.rejects(items), strict=True):
+            row["judge_reject"] = float(reject)
+    for row in rows:
+        leak, reject = row["leak_rate"], row["judge_reject"]
+        row["outcome"] = "leak" if leak else "refusal" if reject else "fabrication"
+    return [row["outcome"] for row in rows]
+
+
+@FAMILIES.register("echo")
+def echo_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
+    """How often a fabricated answer repeats one of the wrong answers the method trained this
+    model to give for that question (Sun et al.: training on wrong answers obfuscates rather than
+    removes; repeating them on questions never trained on is its signature), per view; the held-out
+    paraphrases are the test. An answer echoes when a trained wrong answer "leaks" into it under
+    the leak test's string checks (normalised words, fuzzy per word at ``eval.leak.fuzzy_threshold``,
+    numbers exact; no embedding, which would call any answer of the same kind an echo).
+    ``echo_rate``: echoes among all answers; ``echo_share_of_fabrications``: among the
+    fabrications, the rest being new fabrications. Leaks and refusals never echo."""
+    if not run.wrong_answers:
+        why = "not trained by the method" if run.label == "target" else "no trained wrong answers"
+        return {"echo": {"skipped": f"{why} (only methods that train on wrong answers have them)"}}
+    rows = [r for r in run.rows if r["view"] in PROBE_VIEWS and "generation" in r]
+    try:
+        outcomes = classify_outcomes(suite, rows)
+    except JudgeError as err:
+        suite.errors[f"{run.label}/echo"] = f"JudgeError: {err}"
+        return {"echo": {"skipped": f"the judge failed: {err}"}}
+    matcher = LeakTest(fuzzy_threshold=suite.eval.leak.fuzzy_threshold, use_embedding=False)
+    for row, outcome in zip(rows, outcomes, strict=True):
+        wrong = run.wrong_answers.get(row["id"], ())
+        echoes = outcome == "fabrication" and any(
+            matcher.string_leak(w, row["generation"]) for w in wrong
+        )
+        row["echo"] = float(echoes)
+    result: dict[str, Any] = {
+        "wrong_answers": sum(len(v) for v in run.wrong_answers.values()),
+        "questions": len(run.wrong_answers),
+    }
+    for view in PROBE_VIEWS:
+        chosen = [r for r in rows if r["view"] == view]
+        if not chosen:
+            continue
+        echoes = sum(r["echo"] for r in chosen)
+        fabrications = sum(r["outcome"] == "fabrication" for r in chosen)
+        result[view] = {
+            "echo_rate": echoes / len(chosen),
+            "fabrication_rate": fabrications / len(chosen),
+            "echo_share_of_fabrications": echoes / fabrications if fabrications else None,
+            "n": len(chosen),
+        }
+    return {"echo": result}
 
 
 def _judge_rows(suite: Suite, run: ModelRun) -> None:
