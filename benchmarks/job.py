@@ -305,13 +305,17 @@ def _run(
                 target, tokenizer, data, cfg.eval, prompter, target_info, cache
             )
     method = METHODS.get(cfg.method.name)(cfg.method)
+
+    def load_base() -> Any:
+        return load_model(cfg.model, cache, cfg.device)[0]
+
     ctx = JobContext(
         seed=cfg.seed,
         output_dir=output_dir,
         cache_dir=cache,
         prompter=prompter,
         log_fn=tracker.log,
-        load_base=lambda: load_model(cfg.model, cache, cfg.device)[0],
+        load_base=load_base,
         model_key=target_info.get("path")
         or fingerprint(OmegaConf.to_container(cfg.model, resolve=True)),
     )
@@ -333,6 +337,7 @@ def _run(
         target=ModelRun("target", prompter, target_metrics, target_rows),
         unlearned=ModelRun("unlearned", unlearned.prompter, metrics, rows, unlearned.model),
         load_original=lambda: load_target(cfg, target_info, cache),
+        load_base=load_base,
         reference=reference,
         timer=timer,
         target_cache=target_cache_path(
