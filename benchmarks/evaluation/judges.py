@@ -138,7 +138,11 @@ class RefusalDetector:
         return found
 
 
-def unique_ngram_ratio(tokens: Sequence[int], n: int = 4) -> float:
+#: Words for the repetition measure: runs of letters and digits, in any script.
+WORDS = re.compile(r"\w+")
+
+
+def unique_ngram_ratio(tokens: Sequence[Any], n: int = 4) -> float:
     """Share of distinct n-grams (RWHP's repetition measure); 1 when too short to repeat."""
     grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
     return len(set(grams)) / len(grams) if grams else 1.0
@@ -206,8 +210,9 @@ class LocalJudge(Judge):
     from repetition and fluency, RWHP's quality rubric without the LLM.
 
     Quality is the lower of two scores, since the rubric fails a response for any one flaw
-    (gibberish, repetition): the share of distinct 4-grams among its tokens (RWHP's repetition
-    measure), and its fluency: the mean token log-prob of the response after its question under
+    (gibberish, repetition): the share of distinct 4-grams among its words (RWHP's repetition
+    measure; words, not tokens, so that it does not depend on the tokenizer: a response repeated
+    k times scores about 1/k), and its fluency: the mean token log-prob of the response after its question under
     the *fluency model*, on the :class:`FluencyScale`. The fluency model is the base model
     before the target fine-tune: it never learned the facts to forget, so a fluent fabrication
     reads as fluent as the true answer, where the target, which knows the answer, marked every
@@ -262,10 +267,9 @@ class LocalJudge(Judge):
             [items[i].question for i in said], [items[i].response for i in said], "fluency"
         )
         scores = [0.0] * len(items)  # an empty response is not an answer
-        tokenizer = self.env.tokenizer
         for i, mean_logprob in zip(said, fluency, strict=True):
-            ids = tokenizer(items[i].response, add_special_tokens=False)["input_ids"]
-            scores[i] = min(unique_ngram_ratio(ids), self.scale(mean_logprob))
+            words = WORDS.findall(items[i].response.lower())
+            scores[i] = min(unique_ngram_ratio(words), self.scale(mean_logprob))
         return scores
 
     def rejects(self, items: Sequence[Judged]) -> list[bool]:
