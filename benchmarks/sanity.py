@@ -157,18 +157,20 @@ def build_models(
             f"target.kind={cfg.target.kind!r}: the sanity check needs target=finetune, so that "
             "the base model does not know the facts the target learned"
         )
+
+    def fresh() -> PreTrainedModel:
+        return load_model(cfg.model, cache, cfg.device)[0]
+
     base, tokenizer = load_model(cfg.model, cache, cfg.device)
-    data = load_data(cfg.data)
     target, data, _ = prepare_target(
-        load_model(cfg.model, cache, cfg.device)[0], tokenizer, data, cfg, cache=cache,
-        prompter=prompter,
-    )  # fmt: skip
+        fresh(), tokenizer, load_data(cfg.data), cfg, cache=cache, prompter=prompter
+    )
     models = {
         "target": target.eval(),
         "base": base,
-        "constant": constant_model(load_model(cfg.model, cache, cfg.device)[0], constant_token(tokenizer)),
-        "random": random_model(load_model(cfg.model, cache, cfg.device)[0], cfg.seed),
-    }  # fmt: skip
+        "constant": constant_model(fresh(), constant_token(tokenizer)),
+        "random": random_model(fresh(), cfg.seed),
+    }
     return models, tokenizer, data
 
 

@@ -281,9 +281,9 @@ class FakeJudgeServer:
     """A chat-completions endpoint on 127.0.0.1 that answers by the rubric it is sent.
 
     ``quality_ratings`` (response text: 1-3) programs its quality ratings; without it, it rates
-    every response 2. ``mode``: ``ok``; ``slow`` (sleeps past the client's time-out); ``malformed``
-    (a reply with no rating); ``not_json``; ``no_choices`` (JSON, but not a chat completion); an HTTP error of
-    :data:`STATUS` (``busy`` 503, ``rate_limited`` 429, ``bad_request``, ``unauthorized``), with a
+    every response 2. ``mode``: ``ok``; ``slow`` (sleeps past the client's time-out);
+    ``malformed`` (a reply with no rating); ``not_json``; ``no_choices`` (JSON, but not a chat
+    completion); an HTTP error of :data:`STATUS` (``busy`` 503, ``rate_limited`` 429, ``bad_request``, ``unauthorized``), with a
     Retry-After of 1 ms so that the client's retries take no time. ``fail_after`` switches to
     ``mode`` after that many good replies, for ``failures`` requests (``None``: for good).
     """

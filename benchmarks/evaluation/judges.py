@@ -212,14 +212,14 @@ class LocalJudge(Judge):
     Quality is the lower of two scores, since the rubric fails a response for any one flaw
     (gibberish, repetition): the share of distinct 4-grams among its words (RWHP's repetition
     measure; words, not tokens, so that it does not depend on the tokenizer: a response repeated
-    k times scores about 1/k), and its fluency: the mean token log-prob of the response after its question under
-    the *fluency model*, on the :class:`FluencyScale`. The fluency model is the base model
-    before the target fine-tune: it never learned the facts to forget, so a fluent fabrication
-    reads as fluent as the true answer, where the target, which knows the answer, marked every
-    wrong answer down. Refusals are scored the same way, with no bonus: a fluent refusal is
-    fluent. An empty response scores 0. With ``target=base`` the base model is the target and
-    knows what it knew; the scale's clipping at the fluent anchor blunts that, but does not remove
-    it.
+    k times scores about 1/k), and its fluency: the mean token log-prob of the response after
+    its question under the *fluency model*, on the :class:`FluencyScale`. The fluency model is
+    the base model before the target fine-tune: it never learned the facts to forget, so a
+    fluent fabrication reads as fluent as the true answer, where the target, which knows the
+    answer, marked every wrong answer down. Refusals are scored the same way, with no bonus: a
+    fluent refusal is fluent. An empty response scores 0. With ``target=base`` the base model is
+    the target and knows what it knew; the scale's clipping at the fluent anchor blunts that, but
+    does not remove it.
     """
 
     def __init__(self, cfg: Any, env: JudgeEnv) -> None:
