@@ -137,6 +137,9 @@ class JudgeConfig:
 
     kind: str = knob("local", "local (offline) or openai (any chat-completions API)")
     refusal: RefusalConfig = knob(help="local refusal detection", default_factory=RefusalConfig)
+    fluency_anchors: str | None = knob(
+        None, "local: a 'question | answer' file fixing the fluency scale (null: shipped English)"
+    )
     url: str | None = knob(None, "openai: the API base, e.g. https://api.openai.com/v1")
     model: str = knob("gpt-4o", "openai: the judge model")
     api_key_env: str = knob("OPENAI_API_KEY", "openai: the environment variable with the key")

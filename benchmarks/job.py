@@ -326,6 +326,10 @@ def _run(
                 target, tokenizer, data, cfg.eval, prompter, target_info, cache
             )
     method = METHODS.get(cfg.method.name)(cfg.method)
+
+    def load_base() -> Any:
+        return load_model(cfg.model, cache, cfg.device)[0]
+
     ctx = JobContext(
         seed=cfg.seed,
         output_dir=output_dir,
@@ -333,7 +337,7 @@ def _run(
         prompter=prompter,
         log_fn=tracker.log,
         eval_cfg=cfg.eval,
-        load_base=lambda: load_model(cfg.model, cache, cfg.device)[0],
+        load_base=load_base,
         model_key=target_info.get("path")
         or fingerprint(OmegaConf.to_container(cfg.model, resolve=True)),
     )
@@ -362,6 +366,7 @@ def _run(
             "unlearned", unlearned.prompter, metrics, rows, unlearned.model, unlearned.wrong_answers
         ),
         load_original=lambda: load_target(cfg, target_info, cache),
+        load_base=load_base,
         reference=reference,
         timer=timer,
         target_cache=target_cache_path(

@@ -197,6 +197,7 @@ def make_suite(cfg, data, tokenizer, runs, reference=None) -> Suite:
         tokenizer=tokenizer,
         runs=runs,
         load_original=lambda: pytest.fail("the original model was not needed here"),
+        load_base=lambda: pytest.fail("the base model was not needed here"),
         reference=reference,
         timer=lambda name: nullcontext(),
     )

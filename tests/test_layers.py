@@ -37,7 +37,9 @@ LAYERS = (
     ("benchmarks.target",),
     ("benchmarks.methods",),
     ("baselines", "unstar"),
-    ("benchmarks",),  # the job layer: components, job, tracking, report, speed, calibration
+    ("benchmarks.components",),  # discovery: imports the method packages at run time
+    ("benchmarks.sanity",),  # degenerate models through the evaluation, below the job
+    ("benchmarks",),  # the job layer: job, tracking, report, speed, calibration
     ("analysis",),
     ("run",),
 )
