@@ -37,7 +37,8 @@ LAYERS = (
     ("benchmarks.target",),
     ("benchmarks.methods",),
     ("baselines", "unstar"),
-    ("benchmarks.components",),  # discovery: imports the method packages at run time
+    # discovery imports the method packages at run time and registers their tune configs
+    ("benchmarks.components", "benchmarks.tuning"),
     ("benchmarks.sanity",),  # degenerate models through the evaluation, below the job
     ("benchmarks",),  # the job layer: job, tracking, report, speed, calibration
     ("analysis",),
