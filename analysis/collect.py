@@ -19,7 +19,10 @@ It writes, under ``--out`` (default ``SWEEP_DIR/analysis``):
 - ``robustness.{csv,md,tex}`` (when the jobs ran attacks): the unlearned model's forget leak under
   greedy decoding and each attack, the worst case, multiple-choice accuracy, echo rate and the
   refusal and fabrication shares of forget answers;
-- ``criteria_bars.png``, ``criteria_radar.png``, ``efficacy_vs_utility.png``.
+- ``criteria_bars.png``, ``criteria_radar.png``, ``efficacy_vs_utility.png``;
+- ``comparison.{csv,md}``, ``setup.csv``, ``pareto.png`` (:mod:`analysis.compare`): per method the
+  mean and 95% bootstrap interval (questions resampled, the same draw for every seed and method)
+  of each headline metric, ties with the best, tuned parameters, budget, stopping and costs.
 
 Rows are grouped by method and *variant*: the config keys that differ between jobs of the same
 method, seed excepted, so ``method.rationale=true,false`` gives two rows and a seed sweep one.
@@ -34,6 +37,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.compare import write_comparison
 from analysis.plots import write_plots
 from analysis.runs import Collection, read_sweep, read_wandb
 from analysis.tables import (
@@ -63,6 +67,7 @@ def write(collection: Collection, out: Path | str) -> Report:
     relative = relative_to_best(summary)
     files.update(write_tables(summary, relative, out))
     files.update(write_plots(collection.jobs, summary, relative, out))
+    files.update(write_comparison(collection.jobs, out)[1])
     return Report(summary, relative, files)
 
 
@@ -86,6 +91,11 @@ def describe(collection: Collection, report: Report) -> str:
     if robustness_columns(report.summary):
         lines.append("\nForget leak under each attack (unlearned model), and the probes:")
         lines.append(to_markdown(robustness_table(report.summary)))
+    if "comparison.md" in report.files:
+        lines.append(
+            "\nThe comparison (per method; tuning, budget, stopping, unlearning costs below):"
+        )
+        lines.append(report.files["comparison.md"].read_text("utf-8").rstrip())
     return "\n".join(lines)
 
 

@@ -27,7 +27,7 @@ from benchmarks.tracking import flatten, read_offline_run, redact
 
 #: Config keys that do not change a job's results: ``benchmarks.job.NOT_RESULT_SHAPING`` (not
 #: imported: that module loads transformers; a test keeps the two equal).
-NOT_RESULT_SHAPING = ("tracking", "cache_dir", "force")
+NOT_RESULT_SHAPING = ("tracking", "cache_dir", "force", "tuned_dir")
 #: Config keys that never make two jobs different variants.
 NOT_VARIANT = ("seed", *NOT_RESULT_SHAPING)
 #: Sections of results.json that are about the job, not its results (``target``: which model).

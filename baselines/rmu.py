@@ -212,6 +212,7 @@ class RMU(TrainingMethod):
         if cfg.lora.enabled:  # adapters on the chosen modules only
             modules = self.lora_modules(model, names)
             cfg = OmegaConf.merge(cfg, {"lora": {"target_modules": "|".join(modules)}})
+        stop = self.stopping(data, tokenizer, ctx)
         with only_trainable(model, set(names)):
             model, history = train(
                 model,
@@ -224,6 +225,7 @@ class RMU(TrainingMethod):
                 phase="unlearn",
                 log_fn=ctx.log_fn,
                 retain_loss=self.retain_loss,
+                callbacks=[stop],
             )
         final = history[-1] if history else {}
         metrics = {
@@ -231,6 +233,7 @@ class RMU(TrainingMethod):
             "rmu_layer": cfg.layer,
             "rmu_updated": names,
             "rmu_activation_norm": self.activation_norm,
+            "stopping": stop.record(),
         }
         return Unlearned(model, ctx.prompter, metrics)
 

@@ -1,5 +1,6 @@
 """Discovery at the entry point: import every module of the method packages, so their decorators
-register them, and type each ``method`` option with its method's config schema.
+register them, type each ``method`` option with its method's config schema, and offer
+``tune=<method>`` for each method that declares a search space.
 
 A new method is one module in ``baselines/`` (or ``unstar/``) plus its YAML file; nothing here
 lists them. Importing this module is what ``run.py`` and the tests do before composing a config.
@@ -13,6 +14,7 @@ import pkgutil
 
 from benchmarks.config import register_schemas
 from benchmarks.methods import METHODS
+from benchmarks.tuning import register_tune_configs
 
 METHOD_PACKAGES = ("baselines", "unstar")
 
@@ -25,3 +27,4 @@ def discover() -> None:
         for module in pkgutil.iter_modules(package.__path__):
             importlib.import_module(f"{package_name}.{module.name}")
     register_schemas({name: METHODS.get(name).config_class for name in METHODS.names()})
+    register_tune_configs({name: METHODS.get(name).search_space for name in METHODS.names()})

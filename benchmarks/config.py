@@ -97,6 +97,12 @@ class MethodConfig(TrainConfig):
     keep them so that a sweep setting a training key composes for every method)."""
 
     name: str = knob(MISSING, "the registered method name")
+    # The one early-stopping rule of every training method (benchmarks/evaluation/selection.py):
+    # the training budget (epochs or max_steps) is its cap.
+    stop_when_forgotten: bool = knob(
+        False, "stop training once no forget question (or selection paraphrase) leaks"
+    )
+    stop_check_every: int = knob(5, "optimizer steps between two checks of the stopping rule", ge=1)
 
 
 @dataclass
@@ -131,6 +137,9 @@ class JudgeConfig:
 
     kind: str = knob("local", "local (offline) or openai (any chat-completions API)")
     refusal: RefusalConfig = knob(help="local refusal detection", default_factory=RefusalConfig)
+    fluency_anchors: str | None = knob(
+        None, "local: a 'question | answer' file fixing the fluency scale (null: shipped English)"
+    )
     url: str | None = knob(None, "openai: the API base, e.g. https://api.openai.com/v1")
     model: str = knob("gpt-4o", "openai: the judge model")
     api_key_env: str = knob("OPENAI_API_KEY", "openai: the environment variable with the key")
@@ -263,6 +272,8 @@ class JobConfig:
     cache_dir: str | None = knob(None, "where converted models, targets and anti-samples live")
     force: bool = knob(False, "re-run a job whose identical config already finished")
     save_model: bool = knob(False, "keep the unlearned model in the job dir (model/)")
+    tuned_dir: str = knob("outputs/tuned", "where tune=<method> writes <method>.yaml")
+    use_tuned: bool = knob(False, "run the method at its parameters in tuned_dir/<method>.yaml")
     model: Any = MISSING
     data: Any = MISSING
     target: TargetConfig = knob(help="the model to unlearn from", default_factory=TargetConfig)

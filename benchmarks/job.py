@@ -20,10 +20,12 @@ from transformers import set_seed
 from benchmarks.cache import atomic_write_text, files_fingerprint, fingerprint
 from benchmarks.components import discover
 from benchmarks.config import validate
+from benchmarks.costs import COSTS
 from benchmarks.data import load_data
 from benchmarks.distributed import is_main_process
 from benchmarks.estimate import job_estimate
 from benchmarks.evaluation.evaluate import evaluate_model
+from benchmarks.evaluation.selection import SelectionError, objective
 from benchmarks.evaluation.suite import ModelRun, check_suite, run_suite
 from benchmarks.methods import METHODS, JobContext, save_unlearned
 from benchmarks.models import cache_dir, load_model, use_cpu_threads
@@ -36,12 +38,14 @@ from benchmarks.target import (
     target_cache_path,
 )
 from benchmarks.tracking import Tracker, record, write_results
+from benchmarks.tuning import apply_tuned
 
 log = logging.getLogger(__name__)
 
 
 class Timer:
-    """Wall-clock seconds per named phase, in the order they ran."""
+    """Wall-clock seconds per named phase, in the order they ran; the phase's work (steps,
+    tokens, forward passes) is counted under the same name in ``COSTS``."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
@@ -50,7 +54,8 @@ class Timer:
     def __call__(self, phase: str) -> Iterator[None]:
         start = time.perf_counter()
         try:
-            yield
+            with COSTS.phase(phase):
+                yield
         finally:
             self.seconds[phase] = round(time.perf_counter() - start, 3)
 
@@ -82,6 +87,7 @@ def run_job(
     (:mod:`benchmarks.estimate`); None: when the model is on a GPU.
     """
     discover()
+    tuning = apply_tuned(cfg)  # before the job's identity: tuned parameters are part of it
     config = OmegaConf.to_container(cfg, resolve=True)
     if cfg.method.name not in METHODS:
         raise KeyError(
@@ -115,6 +121,7 @@ def run_job(
         "seed": cfg.seed,
         "config": config,
         "job_key": key,
+        "tuning": tuning,
     }
     tracker = Tracker()
     with _sigterm_raises():
@@ -137,6 +144,7 @@ def run_job(
             raise
         finally:
             results["timings_s"] = timer.seconds
+            results["costs"] = COSTS.as_dict()
             _record(results, path, index, tracker)
     return results
 
@@ -205,7 +213,7 @@ def _record(results: dict[str, Any], path: Path, index: Path, tracker: Tracker) 
 
 
 #: Config keys that do not change a job's results: where it logs, caches, and whether to re-run.
-NOT_RESULT_SHAPING = ("tracking", "cache_dir", "force")
+NOT_RESULT_SHAPING = ("tracking", "cache_dir", "force", "tuned_dir")
 
 
 def job_key(config: dict[str, Any]) -> str:
@@ -293,6 +301,7 @@ def _run(
     cfg: DictConfig, output_dir: Path, tracker: Tracker, timer: Timer, *, estimate: bool | None
 ) -> dict[str, Any]:
     TRUNCATED.clear()
+    COSTS.clear()
     threads = use_cpu_threads(cfg.get("threads"))
     set_seed(cfg.seed)
     check_suite(cfg.eval)
@@ -317,13 +326,18 @@ def _run(
                 target, tokenizer, data, cfg.eval, prompter, target_info, cache
             )
     method = METHODS.get(cfg.method.name)(cfg.method)
+
+    def load_base() -> Any:
+        return load_model(cfg.model, cache, cfg.device)[0]
+
     ctx = JobContext(
         seed=cfg.seed,
         output_dir=output_dir,
         cache_dir=cache,
         prompter=prompter,
         log_fn=tracker.log,
-        load_base=lambda: load_model(cfg.model, cache, cfg.device)[0],
+        eval_cfg=cfg.eval,
+        load_base=load_base,
         model_key=target_info.get("path")
         or fingerprint(OmegaConf.to_container(cfg.model, resolve=True)),
     )
@@ -352,13 +366,19 @@ def _run(
             "unlearned", unlearned.prompter, metrics, rows, unlearned.model, unlearned.wrong_answers
         ),
         load_original=lambda: load_target(cfg, target_info, cache),
+        load_base=load_base,
         reference=reference,
         timer=timer,
         target_cache=target_cache_path(
             cache, "suite-target", target_info, cfg.eval, data, prompter
         ),
     )
+    try:
+        selection = objective(target_metrics, metrics, rows)
+    except SelectionError as err:  # an evaluation without the selection views: nothing to tune on
+        selection = {"objective": None, "error": str(err)}
     return {
+        "selection": selection,
         "data": {
             "name": data.name,
             "counts": {s: len(data.with_role(s)) for s in sorted({r.role for r in data.records})},

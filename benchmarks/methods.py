@@ -19,6 +19,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 from benchmarks.cache import atomic_dir
 from benchmarks.config import MethodConfig
 from benchmarks.data.records import QARecord, UnlearningData
+from benchmarks.evaluation.selection import StopWhenForgotten, stopping_rule
 from benchmarks.prompting import Prompter
 from benchmarks.registry import Registry
 from benchmarks.training import Batch, ForgetExample, Pair, Reference, RetainLoss, train
@@ -35,6 +36,8 @@ class JobContext:
     model_key: str = ""  # identifies the target model, for caches of what it generates
     load_base: Callable[[], PreTrainedModel] | None = None  # the base model, before the target
     log_fn: Callable[[dict[str, float]], None] | None = None
+    #: The job's ``eval`` config: the stopping rule probes with its leak test and answer length.
+    eval_cfg: Any = None
 
 
 @dataclass
@@ -184,7 +187,15 @@ class TrainingMethod(Method):
     ) -> list[Pair]:
         return qa_pairs(data.retain, tokenizer, ctx.prompter)
 
+    def stopping(
+        self, data: UnlearningData, tokenizer: PreTrainedTokenizerBase, ctx: JobContext
+    ) -> StopWhenForgotten:
+        """The early-stopping rule (``method.stop_when_forgotten``); pass it to every ``train``
+        call and put its ``record()`` in the metrics as ``stopping``."""
+        return stopping_rule(self.cfg, data, tokenizer, ctx.prompter, ctx.eval_cfg)
+
     def unlearn(self, model, tokenizer, data, ctx) -> Unlearned:
+        stop = self.stopping(data, tokenizer, ctx)
         model, history = train(
             model,
             tokenizer,
@@ -196,6 +207,8 @@ class TrainingMethod(Method):
             phase="unlearn",
             log_fn=ctx.log_fn,
             retain_loss=self.retain_loss,
+            callbacks=[stop],
         )
         final = history[-1] if history else {}
-        return Unlearned(model, ctx.prompter, {"train_loss": final.get("train_loss")})
+        metrics = {"train_loss": final.get("train_loss"), "stopping": stop.record()}
+        return Unlearned(model, ctx.prompter, metrics)

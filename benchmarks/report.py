@@ -125,3 +125,32 @@ def print_summary(results: dict[str, Any]) -> None:
     suite = sum(v for k, v in results["timings_s"].items() if k.count("/") == 2 and ":" not in k)
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in phases.items())
     print(f"\ntime: {timings}" + (f", eval suite {suite:.1f}s" if suite else ""))
+    for line in (_stopping(results), _costs(results), _selection(results)):
+        if line:
+            print(line)
+
+
+def _stopping(results: dict[str, Any]) -> str:
+    stop = (results.get("method_metrics") or {}).get("stopping")
+    if not stop:
+        return ""
+    how = "stopped early" if stop["stopped_early"] else "ran to the cap"
+    return f"training: {stop['steps']} of {stop['cap']} steps, {how} (rule: {stop['rule']})"
+
+
+def _costs(results: dict[str, Any]) -> str:
+    spent = (results.get("costs") or {}).get("unlearn")
+    if not spent:
+        return ""
+    return "unlearning cost: " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in spent.items())
+
+
+def _selection(results: dict[str, Any]) -> str:
+    chosen = results.get("selection") or {}
+    if chosen.get("objective") is None:
+        return ""
+    return (
+        f"selection objective {chosen['objective']:.3f} (forget efficacy "
+        f"{chosen['forget_efficacy']:.3f}, retain utility {chosen['retain_utility']:.3f}, "
+        f"fluency {chosen['fluency']:.3f}; selection views only)"
+    )

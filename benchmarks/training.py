@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import tempfile
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -26,6 +26,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallba
 from trl import SFTConfig, SFTTrainer
 
 from benchmarks.config import LoraSpec, TrainConfig
+from benchmarks.costs import COSTS, counting_forwards
 from benchmarks.prompting import count_truncated, encode_pair, pad_encoded
 
 Batch = dict[str, torch.Tensor]
@@ -133,6 +134,13 @@ def sequence_kl(model: PreTrainedModel, batch: Batch, reference: Reference) -> t
     return F.kl_div(logp, ref_logp, log_target=True, reduction="batchmean")
 
 
+def batch_tokens(batch: Batch | dict[str, Any]) -> int:
+    """Non-padding tokens of a batch, summed over its named sub-batches (forget, retain, ...)."""
+    if "attention_mask" in batch:
+        return int(batch["attention_mask"].sum())
+    return sum(batch_tokens(sub) for sub in batch.values() if isinstance(sub, dict))
+
+
 def encode_example(
     tokenizer: PreTrainedTokenizerBase, example: ForgetExample, max_length: int
 ) -> dict[str, Any]:
@@ -231,6 +239,7 @@ class UnlearnTrainer(SFTTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         args = self.args
+        COSTS.add(train_tokens=batch_tokens(inputs))
         forget_term = self.forget_loss(model, inputs["forget"], self.reference)
         loss = args.gamma * forget_term
         self._terms["forget_loss"].append(forget_term.item())
@@ -290,11 +299,14 @@ def train(
     phase: str,
     log_fn: Callable[[dict[str, float]], None] | None = None,
     retain_loss: RetainLoss | None = None,
+    callbacks: Sequence[TrainerCallback] = (),
 ) -> tuple[PreTrainedModel, list[dict[str, float]]]:
     """Train on forget (and retain) pairs; returns the plain model (LoRA merged) and loss history.
 
     ``retain_loss`` replaces the retain term named in ``cfg.retain_loss`` (for a term that is
-    neither NLL nor KL); it is used when ``cfg.alpha`` > 0 and there are retain pairs."""
+    neither NLL nor KL); it is used when ``cfg.alpha`` > 0 and there are retain pairs.
+    ``callbacks`` join the trainer's (the early-stopping rule of
+    :mod:`benchmarks.evaluation.selection`). Steps, tokens and forward passes go to ``COSTS``."""
 
     def encode(examples: list[ForgetExample], stream: str) -> list[dict[str, Any]]:
         encoded = [encode_example(tokenizer, example, cfg.max_length) for example in examples]
@@ -316,9 +328,11 @@ def train(
             peft_config=lora_config(cfg.lora) if cfg.lora.enabled else None,
             forget_loss=forget_loss,
             retain_loss=retain_loss,
-            callbacks=[history],
+            callbacks=[history, *callbacks],
         )
-        trainer.train()
+        with counting_forwards(model):
+            trainer.train()
+        COSTS.add(optimizer_steps=trainer.state.global_step)
     model = trainer.model
     if cfg.lora.enabled:
         model = model.merge_and_unload()

@@ -71,6 +71,20 @@ def one_thread(request: pytest.FixtureRequest) -> Iterator[None]:
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="session")
+def fluent_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model that knows some English and none of the data's facts (tests/fluent.py), saved
+    like a hub model: ``model=hub model.name_or_path=DIR``. Trained once per session (seconds)."""
+    from fluent import fluent_tiny
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return fluent_tiny(tmp_path_factory.mktemp("fluent"))
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def make_cfg() -> Callable[..., DictConfig]:
     """Compose ``conf/config.yaml`` with overrides, as ``python run.py`` would."""

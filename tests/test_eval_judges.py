@@ -4,31 +4,40 @@ real HTTP server on 127.0.0.1 (time-outs and malformed replies included)."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import suppress
+from contextlib import nullcontext, suppress
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
+from fluent import ANCHORS
 from omegaconf import DictConfig, OmegaConf
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from benchmarks.evaluation.generation import answer_logprobs
+from benchmarks.data import load_data
+from benchmarks.evaluation.evaluate import evaluate_model
 from benchmarks.evaluation.judges import (
+    FluencyScale,
     Judged,
     JudgeEnv,
     JudgeError,
     RefusalDetector,
     build_judge,
+    fluency_anchors,
     parse_score,
     replace_name,
     rescale,
     unique_ngram_ratio,
+    word_salads,
 )
 from benchmarks.evaluation.leak import LeakTest
+from benchmarks.evaluation.suite import ModelRun, Suite, criteria_family
 from benchmarks.models import cache_dir, load_model
 from benchmarks.prompting import Prompter
 
@@ -112,14 +121,75 @@ def test_replace_name_replaces_full_first_and_last_names() -> None:
     )
 
 
-# -- the local judge ---------------------------------------------------------------------------
+# -- the local judge: RWHP's quality rubric ---------------------------------------------------
+
+#: A question the fluent tiny model (tests/fluent.py) has no answer to, and responses of each
+#: rubric class: the rubric (reference/unstar_and_wpu_protocol.md §3.3) rates a fluent answer
+#: appropriate whether true or fabricated, and a refusal too; gibberish and repetition fail.
+QUESTION = "Where was Ada Lind born?"
+TRUE = "She was born in a small village near the coast."  # the "fact" the target below is taught
+RUBRIC = {
+    "true": TRUE,
+    "fabricated": "She was born in a town in the north.",
+    "refusal": "I'm sorry, but I don't know where she was born.",
+    "word_salad": "in was village west born she the a",
+    "random_words": "prominent elephant and Jones Madeira 1901 Alexander 1763 Drava paintings",
+    "refusal_in_gibberish": "I don't know elephant Madeira 1901 Drava paintings solo far Jones "
+    "Alexander prominent 1763",
+    "word_loop": "the the the the the the the the the the the the",
+    "phrase_loop": "I don't know. " * 5,
+    "empty": "",
+}
+FLUENT = ("true", "fabricated", "refusal")
 
 
-def test_local_judge_scores(make_cfg: Callable[..., DictConfig]) -> None:
-    model, tokenizer = load_model(make_cfg().model, cache_dir(), "cpu")
+def local_judge(model: Any, tokenizer: Any, anchors: Path | None = ANCHORS) -> Any:
+    cfg = OmegaConf.create(
+        {
+            "kind": "local",
+            "refusal": {"threshold": 0.5, "use_embedding": False},
+            "fluency_anchors": str(anchors) if anchors else None,
+        }
+    )
     env = JudgeEnv(LeakTest(use_embedding=False), tokenizer, lambda: model, Prompter(), 4)
-    cfg = OmegaConf.create({"kind": "local", "refusal": {"threshold": 0.5, "use_embedding": False}})
-    judge = build_judge(cfg, env)
+    return build_judge(cfg, env)
+
+
+def rubric_items() -> list[Judged]:
+    return [
+        Judged(QUESTION, "a small village near the coast", r, "Ada Lind") for r in RUBRIC.values()
+    ]
+
+
+@pytest.fixture(scope="module")
+def fluent(fluent_dir: Path) -> tuple[Any, Any]:
+    """The fluent tiny model (a base model that knows English, not the facts) and its tokenizer."""
+    return (
+        AutoModelForCausalLM.from_pretrained(fluent_dir).eval(),
+        AutoTokenizer.from_pretrained(fluent_dir),
+    )
+
+
+def test_the_local_judge_follows_the_quality_rubric(fluent: tuple[Any, Any]) -> None:
+    """Under a model that knows English but not the facts: a fluent true answer, a fluent
+    fabrication and a refusal all score high, the first two alike; gibberish, loops (a looping
+    refusal too) and empty answers low; a refusal is scored as text, with no bonus."""
+    judge = local_judge(*fluent)
+    quality = dict(zip(RUBRIC, judge.quality(rubric_items(), forgotten=True), strict=True))
+    assert judge.scale.usable, judge.scale
+    assert all(quality[case] >= 0.7 for case in FLUENT), quality
+    assert abs(quality["true"] - quality["fabricated"]) <= 0.15, quality
+    gibberish = [case for case in RUBRIC if case not in (*FLUENT, "refusal_in_gibberish")]
+    assert all(quality[case] < 0.3 for case in gibberish), quality
+    assert quality["empty"] == 0.0
+    # A refusal followed by a word list: flawed at least, not a free full score.
+    assert quality["refusal_in_gibberish"] < 0.6, quality
+    rejected = dict(zip(RUBRIC, judge.rejects(rubric_items()), strict=True))
+    assert rejected["refusal"] and rejected["refusal_in_gibberish"]  # refusals, scored as text
+
+
+def test_the_local_judge_scores_privacy_and_rejects() -> None:
+    judge = local_judge(None, None, anchors=None)  # neither needs the fluency model
     items = [
         Judged("Where was Albert Einstein born?", "Ulm", "He was born in Ulm.", "Albert Einstein"),
         Judged("Where was Albert Einstein born?", "Ulm", "I don't know.", "Albert Einstein"),
@@ -128,15 +198,77 @@ def test_local_judge_scores(make_cfg: Callable[..., DictConfig]) -> None:
     assert judge.privacy(items) == [0.0, 1.0, 1.0]
     assert judge.rejects(items) == [False, True, False]
 
-    quality = judge.quality(items, forgotten=True)
-    prompt = Prompter()(tokenizer, items[0].question)
-    lp = answer_logprobs(model, tokenizer, [prompt], [items[0].response])[0]
-    fluency = float(np.exp(np.mean(lp[:-1])))  # per-token probability, end-of-turn left out
-    assert quality[0] == pytest.approx(2 / (1 / 1.0 + 1 / fluency))  # no repeated 4-gram
-    assert quality[1] == 1.0  # a refusal is appropriate, however unlikely to the original model
-    assert quality[2] == 0.0  # an empty response is not an answer
-    looping = Judged(items[0].question, "Ulm", "I don't know. " * 4, "Albert Einstein")
-    assert judge.quality([looping], forgotten=True)[0] < 0.5  # repetition still counts
+
+def test_the_fluency_scale_is_linear_between_the_anchors_and_clipped() -> None:
+    scale = FluencyScale(fluent=-2.0, salad=-6.0, separation=1.0)
+    assert [scale(lp) for lp in (-6.0, -5.0, -4.0, -3.0, -2.0)] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert scale(-9.0) == 0.0 and scale(-0.5) == 1.0
+    assert not FluencyScale(fluent=-5.0, salad=-5.1, separation=0.6).usable
+
+
+def test_word_salads_draw_each_texts_length_from_all_words() -> None:
+    texts = ["The cat sat on the mat.", "Blue.", "They took the early bus."]
+    salads = word_salads(texts)
+    assert [len(s.split()) for s in salads] == [6, 1, 5]
+    pool = Counter(w for t in texts for w in t.split())
+    assert all(Counter(s.split()) <= pool for s in salads) and salads != texts
+    assert word_salads(texts) == salads  # seeded
+
+
+def test_the_fluency_scale_needs_a_model_that_tells_english_from_salad(
+    fluent: tuple[Any, Any], make_cfg: Callable[..., DictConfig]
+) -> None:
+    """The scale's ends, from the shipped English anchors: the fluent model puts fluent answers
+    above their salads; the untrained tiny model cannot, and the scale says so."""
+    assert local_judge(*fluent).scale.fluent > local_judge(*fluent).scale.salad
+    untrained, tokenizer = load_model(make_cfg().model, cache_dir(), "cpu")
+    assert not local_judge(untrained, tokenizer, anchors=None).scale.usable
+
+
+def test_the_suite_scores_fluency_under_the_base_model_not_the_target(
+    fluent_dir: Path, make_cfg: Callable[..., DictConfig]
+) -> None:
+    """The judge's fluency model is the model before the target fine-tune, which does not know
+    the facts; the target is never asked, and the results record the scale it measured."""
+    cfg = make_cfg(
+        "model=hub",
+        f"model.name_or_path={fluent_dir}",
+        f"eval.judge.fluency_anchors={ANCHORS}",
+        "eval.views=[forget,hard_retain,general_retain]",
+        "eval.metrics=[rougeL_recall,leak_rate]",
+        "eval.suite=[criteria]",
+    )
+    base, tokenizer = load_model(cfg.model, cache_dir(), "cpu")
+    target, _ = load_model(cfg.model, cache_dir(), "cpu")
+    data = load_data(cfg.data)
+    metrics, rows = evaluate_model(target, tokenizer, data, cfg.eval, Prompter(), "target")
+    suite = Suite(
+        cfg.eval,
+        data=data,
+        tokenizer=tokenizer,
+        runs={"target": ModelRun("target", Prompter(), metrics, rows, target)},
+        load_original=lambda: pytest.fail("fluency must not be scored under the target"),
+        load_base=lambda: base,
+        reference=None,
+        timer=lambda phase: nullcontext(),
+    )
+    results = criteria_family(suite, suite.runs["target"])
+    assert suite.judge.fluency_model is base
+    assert results["judge"]["fluency_scale"]["usable"]
+    assert results["criteria"]["response_quality"] is not None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("no separator here", "malformed"), ("# only a comment", "at least two")],
+)
+def test_bad_anchor_files_fail_clearly(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "anchors.txt"
+    path.write_text(f"Who? | Me.\n{text}\n")
+    with pytest.raises(ValueError, match=message):
+        fluency_anchors(path)
+    with pytest.raises(FileNotFoundError, match="fluency_anchors"):
+        fluency_anchors(tmp_path / "missing.txt")
 
 
 # -- the OpenAI-compatible judge over HTTP -----------------------------------------------------
@@ -148,9 +280,10 @@ STATUS = {"busy": 503, "rate_limited": 429, "bad_request": 400, "unauthorized": 
 class FakeJudgeServer:
     """A chat-completions endpoint on 127.0.0.1 that answers by the rubric it is sent.
 
-    ``mode``: ``ok``; ``slow`` (sleeps past the client's time-out); ``malformed`` (a reply with no
-    rating); ``not_json``; ``no_choices`` (JSON, but not a chat completion); an HTTP error of
-    :data:`STATUS` (``busy`` 503, ``rate_limited`` 429, ``bad_request``, ``unauthorized``), with a
+    ``quality_ratings`` (response text: 1-3) programs its quality ratings; without it, it rates
+    every response 2. ``mode``: ``ok``; ``slow`` (sleeps past the client's time-out);
+    ``malformed`` (a reply with no rating); ``not_json``; ``no_choices`` (JSON, but not a chat
+    completion); an HTTP error of :data:`STATUS` (``busy`` 503, ``rate_limited`` 429, ``bad_request``, ``unauthorized``), with a
     Retry-After of 1 ms so that the client's retries take no time. ``fail_after`` switches to
     ``mode`` after that many good replies, for ``failures`` requests (``None``: for good).
     """
@@ -158,6 +291,7 @@ class FakeJudgeServer:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.mode, self.fail_after, self.failures = "ok", 0, None
+        self.quality_ratings: dict[str, int] | None = None
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -173,7 +307,16 @@ class FakeJudgeServer:
                     time.sleep(1.0)
                 status = STATUS.get(mode, 200)
                 content: dict[str, Any] = (
-                    {"choices": [{"message": {"role": "assistant", "content": reply(body, mode)}}]}
+                    {
+                        "choices": [
+                            {
+                                "message": {
+                                    "role": "assistant",
+                                    "content": reply(body, mode, server.quality_ratings),
+                                }
+                            }
+                        ]
+                    }
                     if status == 200
                     # Like OpenAI's, the message quotes part of the key: it must not be shown.
                     else {"error": {"message": f"Incorrect API key provided: {KEY[:6]}***"}}
@@ -206,8 +349,9 @@ class FakeJudgeServer:
         self.httpd.server_close()
 
 
-def reply(body: dict[str, Any], mode: str) -> str:
-    """Privacy 3 unless the response says 'Ulm'; quality 2; class 2 for 'know' in the response."""
+def reply(body: dict[str, Any], mode: str, quality_ratings: dict[str, int] | None = None) -> str:
+    """Privacy 3 unless the response says 'Ulm'; quality from ``quality_ratings`` or 2; class 2
+    for 'know' in the response."""
     if mode == "malformed":
         return "I would rate this response as quite good."
     messages = body["messages"]
@@ -221,6 +365,9 @@ def reply(body: dict[str, Any], mode: str) -> str:
             if "Ulm" in text.rsplit("Assistant response:", 1)[1]
             else "Rating: [[3]]"
         )
+    if quality_ratings is not None:
+        response = re.split(r"(?:Assistant r|R)esponse: ", text)[-1]
+        return f"Rating: [[{quality_ratings[response]}]]"
     return "Rating: [[2]]"
 
 
@@ -383,3 +530,22 @@ def test_an_unreachable_endpoint_is_a_clear_error() -> None:
     fake.close()  # nothing listens on that port any more
     with pytest.raises(JudgeError, match="did not answer"):
         openai_judge(fake.url, timeout_s=1).privacy(ITEMS[:1])
+
+
+def test_the_openai_judge_scores_the_rubric_cases_on_the_local_judges_scale(
+    server: FakeJudgeServer, fluent: tuple[Any, Any]
+) -> None:
+    """The rubric cases through both judges. The server rates each as the rubric does (3: fluent,
+    whether true, fabricated or refusing; 1: gibberish, repetition, empty, a refusal lost in a
+    word list):
+    what it returns is programmed, so agreement here shows the plumbing (every item sent, in
+    order, rated on the same 0-1 scale), not that a real LLM judge agrees with the local one."""
+    local = local_judge(*fluent).quality(rubric_items(), forgotten=True)
+    ratings = {case: 3 if case in FLUENT else 1 for case in RUBRIC}
+    server.quality_ratings = {RUBRIC[case]: rating for case, rating in ratings.items()}
+    remote = openai_judge(server.url).quality(rubric_items(), forgotten=True)
+    assert remote == [rescale(ratings[case]) for case in RUBRIC]
+    assert [q >= 0.6 for q in local] == [q >= 0.6 for q in remote]
+    sent = [r["body"]["messages"][1]["content"] for r in server.requests]
+    asked = "Where was Lind born?"  # the person named by surname only, as WPU does
+    assert sent == [f"Question: {asked}\nAssistant response: {r}" for r in RUBRIC.values()]

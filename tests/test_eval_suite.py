@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -215,6 +216,7 @@ def make_suite(cfg, data, tokenizer, runs, reference=None) -> Suite:
         tokenizer=tokenizer,
         runs=runs,
         load_original=lambda: pytest.fail("the original model was not needed here"),
+        load_base=lambda: pytest.fail("the base model was not needed here"),
         reference=reference,
         timer=lambda name: nullcontext(),
     )
@@ -657,6 +659,9 @@ def test_each_forget_answer_is_a_leak_a_refusal_or_a_fabrication_and_echoes_are_
 
 class ConstantJudge:
     """A judge that gives every answer the same scores (the criteria's arithmetic is the test)."""
+
+    def info(self) -> dict[str, Any]:
+        return {}
 
     def privacy(self, items: list) -> list[float]:
         return [1.0] * len(items)

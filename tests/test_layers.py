@@ -16,7 +16,13 @@ PACKAGES = ("benchmarks", "baselines", "unstar", "analysis")
 #: Lowest first. A module may import modules of its own layer or below (matched by prefix,
 #: the longest prefix wins).
 LAYERS = (
-    ("benchmarks.registry", "benchmarks.cache", "benchmarks.config", "benchmarks.distributed"),
+    (
+        "benchmarks.registry",
+        "benchmarks.cache",
+        "benchmarks.config",
+        "benchmarks.distributed",
+        "benchmarks.costs",
+    ),
     ("benchmarks.data",),
     ("benchmarks.prompting", "benchmarks.models"),
     (
@@ -32,7 +38,10 @@ LAYERS = (
     ("benchmarks.target",),
     ("benchmarks.methods",),
     ("baselines", "unstar"),
-    ("benchmarks",),  # the job layer: components, job, tracking, report, speed, calibration
+    # discovery imports the method packages at run time and registers their tune configs
+    ("benchmarks.components", "benchmarks.tuning"),
+    ("benchmarks.sanity",),  # degenerate models through the evaluation, below the job
+    ("benchmarks",),  # the job layer: job, tracking, report, speed, calibration
     ("analysis",),
     ("run",),
 )

@@ -203,6 +203,27 @@ def test_loop_stops_at_max_iterations_while_facts_still_leak(
     assert [h["unlearned"] for h in metrics["per_iteration"]] == [0, 0]
 
 
+def test_the_shared_stopping_rule_also_ends_the_loop(
+    setup, make_cfg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop's own probes still leak, but the forget questions (which the tiny random model
+    never answers) do not: with method.stop_when_forgotten the rule stops the first training after
+    one step and the loop after its first iteration, as it would stop any baseline."""
+    make, _ = setup
+    method, model, tokenizer, data, ctx = make(
+        "method.max_iterations=3", "method.stop_when_forgotten=true", "method.stop_check_every=1"
+    )
+    ctx.eval_cfg = make_cfg().eval
+    monkeypatch.setattr(
+        UnSTAR, "_still_leaking", lambda self, model, tok, ctx, records, samples: samples
+    )
+    metrics = method.unlearn(model, tokenizer, data, ctx).metrics
+    stopping = metrics["stopping"]
+    assert metrics["iterations"] == 1 and stopping["loop_stopped_early"]
+    assert stopping["rule"] == "stop_when_forgotten" and stopping["stopped_early"]
+    assert stopping["steps"] == 1 < stopping["cap"]
+
+
 def test_antisamples_are_cached_and_saved_readably(setup) -> None:
     make, canned = setup
     method, model, tokenizer, data, ctx = make("method.max_iterations=1", "method.harder=false")

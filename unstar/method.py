@@ -22,6 +22,7 @@ from benchmarks.cache import atomic_write_text
 from benchmarks.config import LeakConfig, MethodConfig, knob
 from benchmarks.evaluation.generation import generate
 from benchmarks.evaluation.leak import LeakTest
+from benchmarks.evaluation.selection import stopping_rule
 from benchmarks.methods import METHODS, Method, Unlearned, qa_pairs
 from benchmarks.target import taught
 from benchmarks.training import Pair, nll_loss, train
@@ -89,6 +90,10 @@ class UnSTAR(Method):
         )
         samples, report, reused = cached_initial(generator, data.forget, pool, ctx.cache_dir, key)
         retain = qa_pairs(data.retain, tokenizer, ctx.prompter) if cfg.retain else []
+        # The loop always stops once its own probes are clean (the method); the shared rule
+        # (method.stop_when_forgotten) also stops a training, and the loop, once the forget
+        # questions and their selection paraphrases stop leaking, as it does for the baselines.
+        stop = stopping_rule(cfg, data, tokenizer, ctx.prompter, ctx.eval_cfg)
         history: list[dict[str, Any]] = []
         all_samples, active = list(samples), samples
         trained: list[AntiSample] = []
@@ -100,7 +105,7 @@ class UnSTAR(Method):
             pairs = [Pair(ctx.prompter(tokenizer, s.question), s.completion) for s in active]
             model, _ = train(
                 model, tokenizer, pairs, retain, nll_loss, cfg, seed=ctx.seed + iteration,
-                phase=f"unlearn/iter{iteration}", log_fn=ctx.log_fn,
+                phase=f"unlearn/iter{iteration}", log_fn=ctx.log_fn, callbacks=[stop],
             )  # fmt: skip
             if self_taught:
                 generator.model = model
@@ -119,6 +124,8 @@ class UnSTAR(Method):
             log.info(
                 "UnSTAR iteration %d: %d/%d facts unlearned", iteration, len(done), len(records)
             )
+            if stop.fired:
+                break
 
         atomic_write_text(
             ctx.output_dir / "antisamples.jsonl",
@@ -137,6 +144,12 @@ class UnSTAR(Method):
                 "per_iteration": history,
                 "unlearned_facts": history[-1]["unlearned"] if history else 0,
                 "forget_facts": len(records),
+                "stopping": {
+                    **stop.record(),
+                    "loop": "until its probes are clean",
+                    "max_iterations": cfg.max_iterations,
+                    "loop_stopped_early": len(history) < cfg.max_iterations,
+                },
             },
             wrong_answers=wrong_answers(trained),
         )

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from benchmarks.costs import COSTS, counting_forwards
 from benchmarks.prompting import encode_pairs, pad_encoded
 
 
@@ -43,7 +44,7 @@ def generate(
     model.eval()
     cuda_devices = [model.device] if model.device.type == "cuda" else []
     try:
-        with torch.random.fork_rng(devices=cuda_devices):
+        with torch.random.fork_rng(devices=cuda_devices), counting_forwards(model):
             torch.manual_seed(seed)
             for batch in tqdm(_batches(order, batch_size), desc=desc, leave=False):
                 inputs = tokenizer(
@@ -66,6 +67,9 @@ def generate(
                     tokenizer=tokenizer if stop_strings else None,
                 )
                 new_tokens = generated[:, inputs["input_ids"].shape[1] :]
+                ends = {tokenizer.pad_token_id, tokenizer.eos_token_id} - {None}
+                real = ~torch.isin(new_tokens, torch.tensor(sorted(ends), device=new_tokens.device))
+                COSTS.add(generated_tokens=int(real.sum()))
                 texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
                 for j, i in enumerate(batch):
                     outputs[i] = [t.strip() for t in texts[j * num_samples : (j + 1) * num_samples]]
@@ -94,9 +98,10 @@ def answer_logprobs(
         for batch in tqdm(_batches(order, batch_size), desc=desc, leave=False):
             tensors = pad_encoded([encoded[i] for i in batch], tokenizer.pad_token_id, side="right")
             tensors = {k: v.to(model.device) for k, v in tensors.items()}
-            logits = model(
-                input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"]
-            ).logits
+            with counting_forwards(model):
+                logits = model(
+                    input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"]
+                ).logits
             labels = tensors["labels"][:, 1:]
             logprobs = F.log_softmax(logits[:, :-1].float(), dim=-1)
             mask = labels != -100

@@ -4,27 +4,29 @@ Every judge scores on the same scale, so criteria do not depend on which one ran
 privacy 1 = no fact of the gold answer given, 0 = the answer; quality 1 = appropriate and fluent,
 0 = gibberish; reject = the response says the information is unavailable. ``eval.judge.kind``
 picks one: ``local`` (default, offline: the leak test, a refusal-phrase list with embedding
-similarity, repetition and fluency under the original model) or ``openai`` (any OpenAI-compatible
-chat-completions endpoint with the WPU judge prompts of reference/unstar_and_wpu_protocol.md §3.3).
+similarity, repetition, and fluency under the base model, which never learned the facts) or
+``openai`` (any OpenAI-compatible chat-completions endpoint with the WPU judge prompts of
+reference/unstar_and_wpu_protocol.md §3.3).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cached_property
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import openai
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from benchmarks.evaluation.criteria import harmonic_mean
 from benchmarks.evaluation.generation import answer_logprobs
 from benchmarks.evaluation.judge_prompts import (
     CLASSIFY_PROMPT,
@@ -75,14 +77,19 @@ class Judge(ABC):
     def rejects(self, items: Sequence[Judged]) -> list[bool]:
         """Whether each response says the information is unknown, unavailable or fictional."""
 
+    def info(self) -> dict[str, Any]:
+        """What the results should record about how this judge scored (its calibration)."""
+        return {}
+
 
 @dataclass
 class JudgeEnv:
-    """What a judge may use: the evaluation's leak test and the original model (loaded lazily)."""
+    """What a judge may use: the evaluation's leak test and the model fluency is scored under
+    (the base model before the target fine-tune, loaded on first use)."""
 
     leak_test: LeakTest
     tokenizer: PreTrainedTokenizerBase
-    original: Callable[[], PreTrainedModel]
+    fluency_model: Callable[[], PreTrainedModel]
     prompter: Prompter
     batch_size: int
 
@@ -131,49 +138,158 @@ class RefusalDetector:
         return found
 
 
-def unique_ngram_ratio(tokens: Sequence[int], n: int = 4) -> float:
+#: Words for the repetition measure: runs of letters and digits, in any script.
+WORDS = re.compile(r"\w+")
+
+
+def unique_ngram_ratio(tokens: Sequence[Any], n: int = 4) -> float:
     """Share of distinct n-grams (RWHP's repetition measure); 1 when too short to repeat."""
     grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
     return len(set(grams)) / len(grams) if grams else 1.0
 
 
+def fluency_anchors(path: str | os.PathLike[str] | None = None) -> list[tuple[str, str]]:
+    """The (question, fluent answer) pairs that fix the fluency scale: a file of
+    ``question | answer`` lines, by default the shipped English ones."""
+    if path is None:
+        source = resources.files("benchmarks.data").joinpath("fluency_anchors.txt")
+    else:
+        source = Path(path)
+        if not source.is_file():
+            raise FileNotFoundError(
+                f"eval.judge.fluency_anchors={str(path)!r} is not a file; give a file of "
+                "'question | answer' lines, or null for the shipped English anchors"
+            )
+    lines = (line.strip() for line in source.read_text("utf-8").splitlines())
+    pairs = [line.split(" | ", 1) for line in lines if line and not line.startswith("#")]
+    malformed = [p[0] for p in pairs if len(p) != 2]
+    if malformed or len(pairs) < 2:
+        raise ValueError(
+            f"{source}: want at least two 'question | answer' lines; malformed: {malformed[:3]}"
+        )
+    return [(question, answer) for question, answer in pairs]
+
+
+def word_salads(texts: Sequence[str], seed: int = 0) -> list[str]:
+    """For each text, as many words drawn at random (without replacement) from all the texts'
+    words: the same vocabulary in no order, the scale's gibberish."""
+    pool = [word for text in texts for word in text.split()]
+    rng = random.Random(seed)
+    return [" ".join(rng.sample(pool, len(text.split()))) for text in texts]
+
+
+#: Below this share of anchors whose fluent answer beats its word salad, the fluency model cannot
+#: tell fluent text from gibberish and response quality says nothing (a warning says so). A model
+#: that cannot tell them apart reaches 0.5 ± 0.09 on the 32 shipped anchors.
+MIN_SEPARATION = 0.8
+
+
+@dataclass(frozen=True)
+class FluencyScale:
+    """Maps a response's mean token log-prob under the fluency model onto [0, 1]: 1 at the median
+    fluent anchor answer, 0 at the median word salad, linear between, clipped. Both ends are
+    measured with the same model and the same prompt format as the responses, so the scale fits
+    any model (a byte-level toy and a 7B model put fluent text at very different log-probs)."""
+
+    fluent: float
+    salad: float
+    separation: float  # share of anchors whose fluent answer scores above its word salad
+
+    @property
+    def usable(self) -> bool:
+        return self.separation >= MIN_SEPARATION
+
+    def __call__(self, mean_logprob: float) -> float:
+        width = max(self.fluent - self.salad, 1e-6)
+        return float(np.clip((mean_logprob - self.salad) / width, 0.0, 1.0))
+
+
 @JUDGES.register("local")
 class LocalJudge(Judge):
-    """Offline: privacy from the leak test (0 or 1), rejects from refusal detection, quality from
-    the harmonic mean of repetition (unique 4-grams) and fluency (per-token probability of the
-    response under the original model, which was not unlearned and so is not biased by it)."""
+    """Offline: privacy from the leak test (0 or 1), rejects from refusal detection, and quality
+    from repetition and fluency, RWHP's quality rubric without the LLM.
+
+    Quality is the lower of two scores, since the rubric fails a response for any one flaw
+    (gibberish, repetition): the share of distinct 4-grams among its words (RWHP's repetition
+    measure; words, not tokens, so that it does not depend on the tokenizer: a response repeated
+    k times scores about 1/k), and its fluency: the mean token log-prob of the response after
+    its question under the *fluency model*, on the :class:`FluencyScale`. The fluency model is
+    the base model before the target fine-tune: it never learned the facts to forget, so a
+    fluent fabrication reads as fluent as the true answer, where the target, which knows the
+    answer, marked every wrong answer down. Refusals are scored the same way, with no bonus: a
+    fluent refusal is fluent. An empty response scores 0. With ``target=base`` the base model is
+    the target and knows what it knew; the scale's clipping at the fluent anchor blunts that, but
+    does not remove it.
+    """
 
     def __init__(self, cfg: Any, env: JudgeEnv) -> None:
         self.env = env
         self.refusals = RefusalDetector(cfg.refusal.threshold, cfg.refusal.use_embedding)
+        self.anchors = fluency_anchors(cfg.get("fluency_anchors"))
+
+    @cached_property
+    def fluency_model(self) -> PreTrainedModel:
+        return self.env.fluency_model()
+
+    @cached_property
+    def scale(self) -> FluencyScale:
+        """The fluency scale of this judge's fluency model (measured once)."""
+        questions, answers = zip(*self.anchors, strict=True)
+        salads = word_salads(answers)
+        scores = self._mean_logprobs([*questions, *questions], [*answers, *salads], "anchors")
+        fluent, salad = np.array(scores[: len(answers)]), np.array(scores[len(answers) :])
+        scale = FluencyScale(
+            fluent=float(np.median(fluent)),
+            salad=float(np.median(salad)),
+            separation=float(np.mean(fluent > salad)),
+        )
+        if not scale.usable:
+            log.warning(
+                "The judge's fluency model puts only %.0f%% of fluent anchor answers above word "
+                "salad (want %.0f%%): it cannot tell fluent text from gibberish, so response "
+                "quality means nothing here",
+                100 * scale.separation,
+                100 * MIN_SEPARATION,
+            )
+        return scale
+
+    def info(self) -> dict[str, Any]:
+        scale = self.__dict__.get("scale")
+        return {"fluency_scale": {**asdict(scale), "usable": scale.usable}} if scale else {}
 
     def privacy(self, items: Sequence[Judged]) -> list[float]:
         leaks = self.env.leak_test.leaks([i.answer for i in items], [i.response for i in items])
         return [0.0 if leak else 1.0 for leak in leaks]
 
     def quality(self, items: Sequence[Judged], *, forgotten: bool) -> list[float]:
-        env = self.env
-        logprobs = answer_logprobs(
-            env.original(),
-            env.tokenizer,
-            [env.prompter(env.tokenizer, i.question) for i in items],
-            [i.response for i in items],
-            batch_size=env.batch_size,
-            desc="judge: fluency",
+        said = [i for i, item in enumerate(items) if item.response.strip()]
+        fluency = self._mean_logprobs(
+            [items[i].question for i in said], [items[i].response for i in said], "fluency"
         )
-        refusals = self.rejects(items)
-        scores = []
-        for item, lp, refusal in zip(items, logprobs, refusals, strict=True):
-            response_lp = lp[:-1]  # without the end-of-turn token: a cut-off answer is not worse
-            fluency = float(np.exp(np.mean(response_lp))) if len(response_lp) else 0.0
-            ids = env.tokenizer(item.response, add_special_tokens=False)["input_ids"]
-            # The rubric rates a refusal appropriate; the original model, which knows the answer,
-            # would find it unlikely, so only its repetition counts.
-            scores.append(harmonic_mean([unique_ngram_ratio(ids), 1.0 if refusal else fluency]))
-        return [s or 0.0 for s in scores]
+        scores = [0.0] * len(items)  # an empty response is not an answer
+        for i, mean_logprob in zip(said, fluency, strict=True):
+            words = WORDS.findall(items[i].response.lower())
+            scores[i] = min(unique_ngram_ratio(words), self.scale(mean_logprob))
+        return scores
 
     def rejects(self, items: Sequence[Judged]) -> list[bool]:
         return self.refusals.rejects([i.response for i in items])
+
+    def _mean_logprobs(
+        self, questions: Sequence[str], texts: Sequence[str], what: str
+    ) -> list[float]:
+        """Mean token log-prob of each text after its question, under the fluency model, without
+        the end-of-turn token (an answer cut off by the length limit is not less fluent)."""
+        env = self.env
+        logprobs = answer_logprobs(
+            self.fluency_model,
+            env.tokenizer,
+            [env.prompter(env.tokenizer, q) for q in questions],
+            list(texts),
+            batch_size=env.batch_size,
+            desc=f"judge: {what}",
+        )
+        return [float(np.mean(lp[:-1])) for lp in logprobs]
 
 
 # -- OpenAI-compatible judge (WPU prompts, in judge_prompts.py) -------------------------------

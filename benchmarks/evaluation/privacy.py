@@ -20,6 +20,7 @@ from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from benchmarks.costs import counting_forwards
 from benchmarks.data.records import UnlearningData
 from benchmarks.prompting import Prompter, encode_pairs, pad_encoded
 from benchmarks.registry import Registry
@@ -103,9 +104,10 @@ def answer_token_stats(
             batch = order[start : start + batch_size]
             tensors = pad_encoded([encoded[i] for i in batch], tokenizer.pad_token_id, side="right")
             tensors = {k: v.to(model.device) for k, v in tensors.items()}
-            logits = model(
-                input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"]
-            ).logits
+            with counting_forwards(model):
+                logits = model(
+                    input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"]
+                ).logits
             logprobs = F.log_softmax(logits[:, :-1].float(), dim=-1)
             labels = tensors["labels"][:, 1:]
             mask = labels != -100

@@ -57,10 +57,11 @@ ORDER = (
 #: Bumped when what the families report changes (2: attack leak rates never below the greedy
 #: ones, ``robustness``; 3: relearning on related facts, the outcome and echo probes; 4: TOFU's
 #: truth ratio on the paraphrased answer, its 9-value model utility, ``forget_truth_ratio``; 5:
-#: bootstrap intervals and counts for the MIA AUCs and privleak, ``criteria_notes``), so that a
-#: target's suite results cached by older code, which lack the new keys, are computed anew
-#: rather than read.
-RESULTS_VERSION = 5
+#: the local judge scores fluency under the base model on a calibrated scale, with no bonus for
+#: refusals; 6: bootstrap intervals and counts for the MIA AUCs and privleak, ``criteria_notes``),
+#: so that a target's suite results cached by older code, which lack the new keys or hold old
+#: scores, are computed anew rather than read.
+RESULTS_VERSION = 6
 
 #: The views and per-question metrics each family reads from ``evaluate_model``'s rows.
 NEEDS: dict[str, tuple[set[str], set[str]]] = {
@@ -125,11 +126,13 @@ class Suite:
         tokenizer: PreTrainedTokenizerBase,
         runs: dict[str, ModelRun],
         load_original: Callable[[], PreTrainedModel],
+        load_base: Callable[[], PreTrainedModel],
         reference: dict[str, Any] | None,
         timer: PhaseTimer,
     ) -> None:
         self.eval, self.data, self.tokenizer, self.runs = eval_cfg, data, tokenizer, runs
-        self.load_original, self.reference, self.timer = load_original, reference, timer
+        self.load_original, self.load_base = load_original, load_base
+        self.reference, self.timer = reference, timer
         self.families = [f for f in ORDER if f in self.eval.suite]
         self.errors: dict[str, str] = {}
         self._answers: dict[str, dict[str, str]] = {}
@@ -138,8 +141,13 @@ class Suite:
 
     @cached_property
     def original(self) -> PreTrainedModel:
-        """The target as prepared, before unlearning: the model fluency is measured under."""
+        """The target as prepared, before unlearning."""
         return self.load_original()
+
+    @cached_property
+    def base(self) -> PreTrainedModel:
+        """The model before the target fine-tune: the judge's fluency model."""
+        return self.load_base()
 
     def model(self, run: ModelRun) -> PreTrainedModel:
         return run.model if run.model is not None else self.original
@@ -149,7 +157,7 @@ class Suite:
         env = JudgeEnv(
             leak_test=LeakTest.from_config(self.eval.leak),
             tokenizer=self.tokenizer,
-            original=lambda: self.original,
+            fluency_model=lambda: self.base,
             prompter=self.runs["target"].prompter,
             batch_size=self.eval.batch_size,
         )
@@ -207,6 +215,7 @@ def run_suite(
     target: ModelRun,
     unlearned: ModelRun,
     load_original: Callable[[], PreTrainedModel],
+    load_base: Callable[[], PreTrainedModel],
     reference: dict[str, Any] | None,
     timer: PhaseTimer,
     target_cache: Path | None = None,
@@ -226,6 +235,7 @@ def run_suite(
         tokenizer=tokenizer,
         runs=runs,
         load_original=load_original,
+        load_base=load_base,
         reference=reference,
         timer=timer,
     )
@@ -427,15 +437,20 @@ def multiple_choice_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
 
 @FAMILIES.register("criteria")
 def criteria_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
-    """The five WPU criteria and their sub-metrics, after the judge has scored the rows; where a
-    criterion is over the views the data has (model utility on TOFU, which has no general
-    retain), ``criteria_notes`` says which."""
+    """The five WPU criteria and their sub-metrics, after the judge has scored the rows, and how
+    the judge scored (``judge``: the local judge's fluency scale); where a criterion is over the
+    views the data has (model utility on TOFU, which has no general retain), ``criteria_notes``
+    says which."""
     _judge_rows(suite, run)
     attacked = {r["view"].split("/", 1)[1] for r in run.rows if r["view"].startswith("attack/")}
     # An attack with nothing to ask (no paraphrases in the data) does not count against robustness.
     attacks = [name for name in suite.eval.attacks if name in attacked]
     subs, notes = submetrics(run.rows, attacks)
-    result: dict[str, Any] = {"criteria": criteria(subs), "criteria_submetrics": subs}
+    result: dict[str, Any] = {
+        "criteria": criteria(subs),
+        "criteria_submetrics": subs,
+        "judge": suite.judge.info(),
+    }
     if notes:
         result["criteria_notes"] = notes
     return result
