@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import OmegaConf
 
+from benchmarks.data.split import view_name
 from benchmarks.evaluation.criteria import CRITERIA
 from benchmarks.tracking import flatten, read_offline_run, redact
 
@@ -50,8 +51,8 @@ def job_criteria(flat: Mapping[str, Any]) -> dict[str, float]:
     reference maps sub-metrics (harmonic means, unstar_and_wpu_protocol.md §3):
     efficacy = H(1 − forget ROUGE-L, 1 − forget leak rate); utility = H(hard-retain ROUGE-L,
     general-retain ROUGE-L); adversarial robustness = the efficacy formula on the held-out
-    paraphrases (the paraphrase attack). Response quality and hallucination avoidance need a judge,
-    so they stay NaN there.
+    paraphrases (the paraphrase attack). Each reads a split view's test half where that was
+    evaluated. Response quality and hallucination avoidance need a judge, so they stay NaN there.
     """
     reported = {
         name: flat.get(f"criteria/unlearned/{name}", flat.get(f"criteria/{name}"))
@@ -60,8 +61,9 @@ def job_criteria(flat: Mapping[str, Any]) -> dict[str, float]:
     if any(_is_number(v) for v in reported.values()):
         return {name: _number(v) for name, v in reported.items()}
 
-    def metric(view: str, name: str) -> float:
-        return _number(flat.get(f"unlearned/{view}/{name}"))
+    def metric(base: str, name: str) -> float:
+        test = f"unlearned/{view_name(base, 'test')}/{name}"  # the test half where evaluated
+        return _number(flat.get(test, flat.get(f"unlearned/{base}/{name}")))
 
     def forgotten(view: str) -> float:
         return _hmean([1 - metric(view, "rougeL_recall"), 1 - metric(view, "leak_rate")])

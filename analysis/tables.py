@@ -22,14 +22,19 @@ from benchmarks.evaluation.criteria import CRITERIA
 
 #: The five WPU criteria (raw values in [0, 1], higher is better) → their short names.
 CRITERIA_SHORT_NAMES = dict(zip(CRITERIA, ("UE", "MU", "RQ", "HA", "AR"), strict=True))
-#: Raw metrics shown beside the criteria in the Markdown/LaTeX summary, when a sweep has them.
+#: Raw metrics shown beside the criteria in the Markdown/LaTeX summary, when a sweep has them:
+#: the held-out views in their test halves (benchmarks/data/split.py), never the dev halves that
+#: selection read; a sweep that evaluated a split view whole shows it whole, marked "(whole)".
 HEADLINE = {
     "unlearned/forget/rougeL_recall": "forget rougeL",
     "unlearned/forget/leak_rate": "forget leak",
-    "unlearned/forget_paraphrased/leak_rate": "paraphrased leak",
+    "unlearned/forget_paraphrased_test/leak_rate": "paraphrased leak (test)",
+    "unlearned/forget_paraphrased/leak_rate": "paraphrased leak (whole)",
     "robustness/unlearned/worst_case_leak": "worst-case leak",
-    "unlearned/hard_retain/rougeL_recall": "hard-retain rougeL",
-    "unlearned/general_retain/rougeL_recall": "general-retain rougeL",
+    "unlearned/hard_retain_test/rougeL_recall": "hard-retain rougeL (test)",
+    "unlearned/hard_retain/rougeL_recall": "hard-retain rougeL (whole)",
+    "unlearned/general_retain_test/rougeL_recall": "general-retain rougeL (test)",
+    "unlearned/general_retain/rougeL_recall": "general-retain rougeL (whole)",
 }
 #: Set relative to the best method beside the five criteria (and shown on the radar): 1 − the
 #: worst-case forget leak over greedy decoding and every attack that ran, so a method that only
@@ -42,8 +47,10 @@ PROBES = {
     WORST_CASE_LEAK: "worst case",
     "multiple_choice/unlearned/forget/accuracy": "MC accuracy",
     "multiple_choice/unlearned/forget/chance": "MC chance",
-    "echo/unlearned/forget_paraphrased/echo_rate": "echo rate",
-    "echo/unlearned/forget_paraphrased/echo_share_of_fabrications": "echo / fabrications",
+    "echo/unlearned/forget_paraphrased_test/echo_rate": "echo rate (test)",
+    "echo/unlearned/forget_paraphrased_test/echo_share_of_fabrications": "echo / fabrications (test)",
+    "echo/unlearned/forget_paraphrased/echo_rate": "echo rate (whole)",
+    "echo/unlearned/forget_paraphrased/echo_share_of_fabrications": "echo / fabrications (whole)",
     "outcomes/unlearned/forget/refusal": "refusal share",
     "outcomes/unlearned/forget/fabrication": "fabrication share",
 }

@@ -174,8 +174,8 @@ def attacked_results(method: str, worst: float) -> dict[str, Any]:
                           "worst_case_attack": "quantization"},
         },
         "multiple_choice": {"unlearned": {"forget": {"accuracy": 0.9, "chance": 0.25}}},
-        "echo": {"unlearned": {"forget_paraphrased": {"echo_rate": 0.4,
-                                                      "echo_share_of_fabrications": 0.5}}},
+        "echo": {"unlearned": {"forget_paraphrased_test": {"echo_rate": 0.4,
+                                                           "echo_share_of_fabrications": 0.5}}},
         "outcomes": {"unlearned": {"forget": {"leak": 0.1, "refusal": 0.3, "fabrication": 0.6}}},
     }  # fmt: skip
 
@@ -193,8 +193,8 @@ def test_the_robustness_table_and_the_worst_case_as_a_criterion(
     headers = list(robustness_columns(summary).values())
     assert headers == [
         "greedy", "paraphrase", "quantization/8bit", "quantization/4bit",
-        "relearn_related/hard_retain", "worst case", "MC accuracy", "MC chance", "echo rate",
-        "echo / fabrications", "refusal share", "fabrication share",
+        "relearn_related/hard_retain", "worst case", "MC accuracy", "MC chance",
+        "echo rate (test)", "echo / fabrications (test)", "refusal share", "fabrication share",
     ]  # fmt: skip
     relative = relative_to_best(summary)  # WR = 1 − worst-case leak, relative to the best
     assert relative.loc["grad_ascent", "worst_case_robustness mean"] == pytest.approx(100)
@@ -258,6 +258,17 @@ def test_criteria_fall_back_to_metrics_until_the_evaluation_reports_them() -> No
     assert math.isnan(derived["response_quality"]) and math.isnan(
         derived["hallucination_avoidance"]
     )
+    # Where the test halves were evaluated they are read, never the dev halves selection read.
+    halves = {
+        **flat,
+        "unlearned/hard_retain_dev/rougeL_recall": 0.0,
+        "unlearned/hard_retain_test/rougeL_recall": 1.0,
+        "unlearned/forget_paraphrased_test/leak_rate": 0.5,
+        "unlearned/forget_paraphrased_test/rougeL_recall": 0.5,
+    }
+    derived = job_criteria(halves)
+    assert derived["model_utility"] == 1.0
+    assert derived["adversarial_robustness"] == pytest.approx(0.5)
 
     reported = job_criteria({**flat, **{f"criteria/{name}": 0.25 for name in CRITERIA}})
     assert reported == dict.fromkeys(CRITERIA, 0.25)

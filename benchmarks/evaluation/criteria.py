@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.data.split import reported
+
 CRITERIA = (
     "unlearning_efficacy",
     "model_utility",
@@ -52,7 +54,11 @@ def _complement(value: float | None) -> float | None:
 
 
 def submetrics(rows: Rows, attacks: Iterable[str]) -> dict[str, dict[str, float | None]]:
-    """Each criterion's named sub-metrics from one model's judged rows (attack rows included)."""
+    """Each criterion's named sub-metrics from one model's judged rows (attack rows included).
+    Retain sub-metrics read the test half of each split view where it was evaluated (their names
+    say which view: ``hard_retain_test_rougeL_recall``)."""
+    views = {row["view"] for row in rows}
+    hard, general = reported("hard_retain", views), reported("general_retain", views)
     robustness: dict[str, float | None] = {}
     for name in attacks:
         view = f"attack/{name}"
@@ -64,12 +70,12 @@ def submetrics(rows: Rows, attacks: Iterable[str]) -> dict[str, dict[str, float 
             "forget_privacy": view_mean(rows, "forget", "judge_privacy"),
         },
         "model_utility": {
-            "hard_retain_rougeL_recall": view_mean(rows, "hard_retain", "rougeL_recall"),
-            "general_retain_rougeL_recall": view_mean(rows, "general_retain", "rougeL_recall"),
+            f"{hard}_rougeL_recall": view_mean(rows, hard, "rougeL_recall"),
+            f"{general}_rougeL_recall": view_mean(rows, general, "rougeL_recall"),
         },
         "response_quality": {
             "forget_response_quality": view_mean(rows, "forget", "judge_quality"),
-            "hard_retain_response_quality": view_mean(rows, "hard_retain", "judge_quality"),
+            f"{hard}_response_quality": view_mean(rows, hard, "judge_quality"),
         },
         "hallucination_avoidance": {
             "forget_reject_rate": view_mean(rows, "forget", "judge_reject"),
