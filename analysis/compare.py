@@ -5,8 +5,8 @@ budget, the stopping rule's steps, the costs, and a Pareto plot of forget effica
 utility with interval whiskers.
 
 Every number is computed from the per-question rows of each job's ``results.json``, on the
-reported views: ``<view>_test`` where the data has it, else ``<view>`` (today's data has no
-dev/test halves, so today's tables read the same views selection reads).
+reported views: ``<view>_test`` where it was evaluated (benchmarks/data/split.py; the default
+evaluation has it for every split view), else ``<view>`` whole. Selection never reads a test half.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from tabulate import tabulate
 
 from analysis.intervals import bootstrap, draws, ties
+from benchmarks.data.split import reported
 
 #: Question pools: the forget-side views share the forget records; every other view is its own.
 FORGET_SIDE = ("forget", "forget_paraphrased")
@@ -89,11 +90,6 @@ HEADLINES = (
 )
 
 
-def reported(base: str, views: set[str]) -> str:
-    """The view a table reports for ``base``: its test half where the data has one."""
-    return f"{base}_test" if f"{base}_test" in views else base
-
-
 def pool(base: str) -> str:
     return "forget" if base in FORGET_SIDE else base
 
@@ -106,10 +102,12 @@ class Comparison:
     table: pd.DataFrame
     setup: pd.DataFrame
     n_boot: int
+    #: The views the headlines read (test halves where evaluated), named under the table.
+    views: tuple[str, ...] = ()
 
     def markdown(self) -> str:
         return (
-            _markdown(self.table, self.n_boot)
+            _markdown(self.table, self.n_boot, self.views)
             + "\n\n"
             + tabulate(self.setup, headers="keys", tablefmt="github", floatfmt=".4g")
         )
@@ -155,7 +153,8 @@ def compare(jobs: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> Comparison
                 mark = "best" if label == best else ("tied" if label in tied else "")
                 columns[label][f"{headline.name} rank"] = mark
     table = pd.DataFrame.from_dict(columns, orient="index").reindex(labels)
-    return Comparison(table, _setup(records, labels), n_boot)
+    read = sorted({reported(b, views) for h in HEADLINES for _, b, _ in h.reads.values()})
+    return Comparison(table, _setup(records, labels), n_boot, tuple(read))
 
 
 def _tuning_labels(
@@ -259,7 +258,7 @@ def _mean(values: list[Any]) -> float:
     return float(np.mean(numbers)) if numbers else math.nan
 
 
-def _markdown(table: pd.DataFrame, n_boot: int) -> str:
+def _markdown(table: pd.DataFrame, n_boot: int, views: tuple[str, ...] = ()) -> str:
     """``mean [low, high]`` per headline; ★ the best, = tied with it (paired interval holds 0)."""
     shown = pd.DataFrame(index=table.index)
     for headline in HEADLINES:
@@ -278,6 +277,8 @@ def _markdown(table: pd.DataFrame, n_boot: int) -> str:
         "draw for every seed and method]; ★ best, = tied with the best (their paired difference's "
         "interval holds 0)."
     )
+    if views:
+        note += f" Views read: {', '.join(views)}."
     return note + "\n\n" + tabulate(shown, headers="keys", tablefmt="github")
 
 

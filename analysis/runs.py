@@ -47,8 +47,9 @@ def job_criteria(flat: Mapping[str, Any]) -> dict[str, float]:
     ``criteria/unlearned/<name>``, or ``criteria/<name>`` for the unlearned model alone): those
     are taken as they are. Records without them (results files from before the evaluation suite)
     get them from their view means by the criteria's one definition, the metric spec registry's
-    (:func:`benchmarks.evaluation.specs.criteria_submetrics`, harmonic means); a criterion with a
-    sub-metric such a record lacks (the judge's, an attack's) stays NaN.
+    (:func:`benchmarks.evaluation.specs.criteria_submetrics`, harmonic means), which reads a split
+    view's test half where that was evaluated; a criterion with a sub-metric such a record lacks
+    (the judge's, an attack's) stays NaN.
     """
     reported = {
         name: flat.get(f"criteria/unlearned/{name}", flat.get(f"criteria/{name}"))

@@ -64,8 +64,10 @@ PROBES = {
     WORST_CASE_LEAK: "worst case",
     "multiple_choice/unlearned/forget/accuracy": "MC accuracy",
     "multiple_choice/unlearned/forget/chance": "MC chance",
-    "echo/unlearned/forget_paraphrased/echo_rate": "echo rate",
-    "echo/unlearned/forget_paraphrased/echo_share_of_fabrications": "echo / fabrications",
+    "echo/unlearned/forget_paraphrased_test/echo_rate": "echo rate (test)",
+    "echo/unlearned/forget_paraphrased_test/echo_share_of_fabrications": "echo / fabrications (test)",
+    "echo/unlearned/forget_paraphrased/echo_rate": "echo rate (whole)",
+    "echo/unlearned/forget_paraphrased/echo_share_of_fabrications": "echo / fabrications (whole)",
     "outcomes/unlearned/forget/refusal": "refusal share",
     "outcomes/unlearned/forget/fabrication": "fabrication share",
 }

@@ -22,6 +22,7 @@ from benchmarks.components import discover
 from benchmarks.config import validate
 from benchmarks.costs import COSTS
 from benchmarks.data import load_data
+from benchmarks.data.split import for_methods
 from benchmarks.distributed import is_main_process
 from benchmarks.estimate import job_estimate
 from benchmarks.evaluation.evaluate import evaluate_model
@@ -343,7 +344,8 @@ def _run(
     )
     set_seed(cfg.seed)
     with timer("unlearn"):
-        unlearned = method.unlearn(target, tokenizer, data, ctx)
+        # Methods see the dev paraphrases only; the evaluation below keeps the full data.
+        unlearned = method.unlearn(target, tokenizer, for_methods(data), ctx)
     if not is_main_process():
         return {}
     saved = {}

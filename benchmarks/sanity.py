@@ -90,8 +90,8 @@ EXPECTED: tuple[Expect, ...] = (
     *(
         Expect(metric, model, "<", ("base", "target"), why)
         for metric, why in (
-            ("hard_retain/rougeL_recall", "degenerate output recalls no retain answer"),
-            ("general_retain/rougeL_recall", "degenerate output recalls no retain answer"),
+            ("hard_retain_test/rougeL_recall", "degenerate output recalls no retain answer"),
+            ("general_retain_test/rougeL_recall", "degenerate output recalls no retain answer"),
             ("criteria/model_utility", "degenerate output recalls no retain answer"),
             ("tofu/model_utility", "degenerate models do not prefer the true retain answers"),
             ("criteria/response_quality", "one repeated word or random tokens are not fluent"),

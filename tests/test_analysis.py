@@ -176,8 +176,8 @@ def attacked_results(method: str, worst: float) -> dict[str, Any]:
                           "worst_case_attack": "quantization"},
         },
         "multiple_choice": {"unlearned": {"forget": {"accuracy": 0.9, "chance": 0.25}}},
-        "echo": {"unlearned": {"forget_paraphrased": {"echo_rate": 0.4,
-                                                      "echo_share_of_fabrications": 0.5}}},
+        "echo": {"unlearned": {"forget_paraphrased_test": {"echo_rate": 0.4,
+                                                           "echo_share_of_fabrications": 0.5}}},
         "outcomes": {"unlearned": {"forget": {"leak": 0.1, "refusal": 0.3, "fabrication": 0.6}}},
     }  # fmt: skip
 
@@ -195,8 +195,8 @@ def test_the_robustness_table_and_the_worst_case_as_a_criterion(
     headers = list(robustness_columns(summary).values())
     assert headers == [
         "greedy", "paraphrase", "quantization/8bit", "quantization/4bit",
-        "relearn_related/hard_retain", "worst case", "MC accuracy", "MC chance", "echo rate",
-        "echo / fabrications", "refusal share", "fabrication share",
+        "relearn_related/hard_retain", "worst case", "MC accuracy", "MC chance",
+        "echo rate (test)", "echo / fabrications (test)", "refusal share", "fabrication share",
     ]  # fmt: skip
     relative = relative_to_best(summary)  # WR = 1 − worst-case leak, relative to the best
     assert relative.loc["grad_ascent", "worst_case_robustness mean"] == pytest.approx(100)
@@ -259,6 +259,13 @@ def test_criteria_fall_back_to_the_registry_definition_until_the_evaluation_repo
             assert math.isnan(derived[name]), name
     no_general = {k: v for k, v in flat.items() if "general_retain" not in k}
     assert job_criteria(no_general)["model_utility"] == pytest.approx(0.5)
+    # Where the test halves were evaluated they are read, never the dev halves selection read.
+    halves = {
+        **flat,
+        "unlearned/hard_retain_dev/rougeL_recall": 0.0,
+        "unlearned/hard_retain_test/rougeL_recall": 1.0,
+    }
+    assert job_criteria(halves)["model_utility"] == 1.0
 
     reported = job_criteria({**flat, **{f"criteria/{name}": 0.25 for name in CRITERIA}})
     assert reported == dict.fromkeys(CRITERIA, 0.25)

@@ -60,10 +60,19 @@ def test_the_pareto_front_keeps_what_nothing_beats_on_both_axes() -> None:
 
 
 def fake_job(
-    sweep: Path, number: int, method: str, seed: int, leaks: list[float], tuned: bool, **config
+    sweep: Path,
+    number: int,
+    method: str,
+    seed: int,
+    leaks: list[float],
+    tuned: bool,
+    split: bool = False,
+    **config,
 ) -> None:
     """A finished job whose unlearned model leaks ``leaks`` on forget questions f0.. and keeps
-    the target's retain answers half."""
+    the target's retain answers half; ``split``: the paraphrase and retain views come in test
+    halves holding those values and dev halves where the unlearned model leaks everything and
+    keeps nothing (what a table must never report)."""
     job = sweep / str(number)
     job.mkdir(parents=True)
     rows = []
@@ -73,13 +82,20 @@ def fake_job(
             rows.append({"model": model, "view": "forget", "id": f"f{q}", "leak_rate": value,
                          "rougeL_recall": value})  # fmt: skip
             for _ in range(2):  # two paraphrases: one unit
-                rows.append({"model": model, "view": "forget_paraphrased", "id": f"f{q}",
-                             "leak_rate": value, "rougeL_recall": value})  # fmt: skip
+                rows.append({"model": model, "view": "forget_paraphrased" + "_test" * split,
+                             "id": f"f{q}", "leak_rate": value, "rougeL_recall": value})  # fmt: skip
+                if split:
+                    rows.append({"model": model, "view": "forget_paraphrased_dev", "id": f"f{q}",
+                                 "leak_rate": 1.0, "rougeL_recall": 1.0})  # fmt: skip
         for view in ("hard_retain", "general_retain"):
             for q in range(5):
                 rouge = 0.8 if model == "target" else 0.4
-                rows.append({"model": model, "view": view, "id": f"{view}{q}",
+                rows.append({"model": model, "view": view + "_test" * split, "id": f"{view}{q}",
                              "rougeL_recall": rouge, "leak_rate": 1.0})  # fmt: skip
+                if split:
+                    rows.append({"model": model, "view": f"{view}_dev", "id": f"{view}d{q}",
+                                 "rougeL_recall": 0.8 if model == "target" else 0.0,
+                                 "leak_rate": 1.0})  # fmt: skip
     tuning = (
         {"status": "tuned", "params": {"method.lr": 3e-5}, "objective": 0.6, "n_trials": 20}
         if tuned
@@ -151,3 +167,17 @@ def test_a_sweep_of_tuned_and_default_runs_compares_them_side_by_side(tmp_path: 
     comparison = compare(read_sweep(sweep).jobs, n_boot=100)
     assert list(comparison.table.index) == ["npo (tuned)", "grad_ascent (untuned)", "npo (untuned)"]
     assert comparison.setup["seeds"].tolist() == [2, 2, 2]
+
+
+def test_the_comparison_reads_the_test_halves_only(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    fake_job(sweep, 0, "npo", 0, [0.0] * 20, tuned=True, split=True)
+    comparison = compare(read_sweep(sweep).jobs, n_boot=100)
+    table = comparison.table
+    assert table.loc["npo", "paraphrased leak mean"] == 0.0  # dev: 1.0
+    assert table.loc["npo", "retain utility mean"] == pytest.approx(0.5)  # dev: 0
+    assert table.loc["npo", "hard-retain rougeL mean"] == pytest.approx(0.4)
+    assert not any(view.endswith("_dev") for view in comparison.views)
+    assert "Views read: forget, forget_paraphrased_test, general_retain_test" in (
+        comparison.markdown()
+    )

@@ -328,9 +328,12 @@ def test_a_job_on_tofu_reports_tofus_model_utility(
             for metric in (probability, "rougeL_recall", "truth_preference")
         }
         assert tofu["model_utility"] is not None
-        assert set(tofu["forget_truth_ratio"]) == {"forget", "forget_paraphrased"}
+        # One paraphrase per TOFU question: each goes wholly to dev or test; the test ones count.
+        assert set(tofu["forget_truth_ratio"]) == {"forget", "forget_paraphrased_test"}
         assert tofu["forget_quality_n"] == {"unlearned": 40, "reference": 40}
-    assert set(results["metrics"]["target"]) >= {"real_authors", "world_facts", "hard_retain"}
+    assert set(results["metrics"]["target"]) >= {
+        "real_authors", "world_facts", "hard_retain_dev", "hard_retain_test",
+    }  # fmt: skip
     taught = {r.role for r in taught_records(load_data(cfg.data))}
     assert not taught & {"real_authors", "world_facts"}, "TOFU never fine-tunes on them"
     printed = tofu_table(results)

@@ -127,10 +127,10 @@ def test_a_job_with_the_full_suite_reports_every_family(
         assert results["metrics"][model]["forget"]["n"] == counts["forget"]
         assert {"retention", "forgotten", "score"} <= set(results["fine_grained"][model])
         choice = results["multiple_choice"][model]
-        assert set(choice) == {"forget", "hard_retain"}
+        assert set(choice) == {"forget", "hard_retain_test"}  # the reported half only
         assert set(choice["forget"]) == {"accuracy", "true_mass", "chance", "n"}
         outcomes = results["outcomes"][model]
-        assert set(outcomes) == {"forget", "forget_paraphrased"}
+        assert set(outcomes) == {"forget", "forget_paraphrased_test"}
         for shares in outcomes.values():
             assert sum(shares[k] for k in ("leak", "refusal", "fabrication")) == pytest.approx(1)
         for name in ("attacks", "privacy", "tofu", "multiple_choice", "criteria", "outcomes"):

@@ -134,7 +134,11 @@ def test_evaluate_model_rows_and_view_means(
             _record("g1", "general_retain", perturbed=0),
         ),
     )
-    summary, rows = evaluate_model(*model, data, make_cfg().eval, Prompter(), "tiny")
+    # The whole views (their dev/test halves: tests/test_split.py).
+    views = (
+        "eval.views=[forget,forget_paraphrased,hard_retain,general_retain,forget_facts_retained]"
+    )
+    summary, rows = evaluate_model(*model, data, make_cfg(views).eval, Prompter(), "tiny")
 
     # forget_facts_retained has no records and retain is not evaluated: neither appears.
     assert set(summary) == {"forget", "forget_paraphrased", "hard_retain", "general_retain"}

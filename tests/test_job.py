@@ -29,7 +29,13 @@ QUICK = ("method=grad_ascent", "method.max_steps=2", "target.train.max_steps=3",
 #: The evaluation suite (attacks, privacy, criteria) is tested on its own; the contract test
 #: keeps it on, the rest need only the core metrics.
 NO_SUITE = "eval.suite=[]"
-VIEWS = {"forget", "forget_paraphrased", "hard_retain", "general_retain"}
+#: The default views the data has questions for: forget and the dev and test halves of the rest.
+VIEWS = {"forget"} | {
+    f"{base}_{part}"
+    for base in ("forget_paraphrased", "hard_retain", "general_retain")
+    for part in ("dev", "test")
+}
+KEPT = {"forget_facts_retained_dev", "forget_facts_retained_test"}
 METRICS = {"rougeL_recall", "answer_prob", "leak_rate", "truth_preference"}
 PHASES = ["load_model", "load_data", "prepare_target", "eval_target", "unlearn", "eval_unlearned"]
 ROW_KEYS = {"model", "view", "id", "question", "answer", "generation"}
@@ -95,8 +101,8 @@ def test_forget_facts_set_adds_the_kept_facts(
 ) -> None:
     results = run_job(make_cfg(*QUICK, NO_SUITE, "data.forget_set=forget_facts"), tmp_path / "job")
     for model in ("target", "unlearned"):
-        assert set(results["metrics"][model]) == VIEWS | {"forget_facts_retained"}
-        assert set(results["metrics"][model]["forget_facts_retained"]) == {"n", *METRICS}
+        assert set(results["metrics"][model]) == VIEWS | KEPT
+        assert all(set(results["metrics"][model][view]) == {"n", *METRICS} for view in KEPT)
 
 
 def test_same_seed_gives_identical_results(

@@ -72,34 +72,42 @@ def test_the_rule_needs_the_evaluations_leak_test(make_cfg, tiny, tmp_path) -> N
         METHODS.get("grad_ascent")(cfg.method).unlearn(*tiny, DATA, ctx)
 
 
-def test_selection_refuses_a_view_outside_selection_views(monkeypatch) -> None:
-    assert selected("forget_paraphrased") == "forget_paraphrased"
-    with pytest.raises(SelectionError, match="may not read view 'forget_paraphrased_test'"):
-        selected("forget_paraphrased_test")
-    # Once the data has dev/test halves, SELECTION_VIEWS names the dev ones and selection follows.
-    dev = ("forget", "forget_paraphrased_dev", "hard_retain_dev", "general_retain_dev")
-    monkeypatch.setattr(selection, "SELECTION_VIEWS", dev)
+def test_selection_refuses_a_view_outside_selection_views() -> None:
+    # SELECTION_VIEWS is the forget set and the dev halves: no test half, no whole split view.
+    assert set(selection.SELECTION_VIEWS) == {
+        "forget", "forget_paraphrased_dev", "hard_retain_dev", "general_retain_dev",
+        "forget_facts_retained_dev",
+    }  # fmt: skip
+    assert selected("forget_paraphrased") == "forget_paraphrased_dev"
     assert selection.probe_views() == ("forget", "forget_paraphrased_dev")
-    with pytest.raises(SelectionError):
-        selected("forget_facts_retained")
+    for view in ("forget_paraphrased_test", "hard_retain_test", "general_retain_test",
+                 "forget_facts_retained_test", "real_authors"):  # fmt: skip
+        with pytest.raises(SelectionError, match=f"may not read view '{view}'"):
+            selected(view)
     with pytest.raises(SelectionError):  # the objective reads through the same door
         objective({}, {"forget_paraphrased_test": {"leak_rate": 0.0}}, [])
 
 
 def test_the_objective_is_the_harmonic_mean_of_efficacy_utility_and_fluency() -> None:
-    target = {"hard_retain": {"rougeL_recall": 0.8}, "general_retain": {"rougeL_recall": 0.5}}
+    target = {
+        "hard_retain_dev": {"rougeL_recall": 0.8},
+        "general_retain_dev": {"rougeL_recall": 0.5},
+    }
     unlearned = {
         "forget": {"leak_rate": 0.5},
-        "forget_paraphrased": {"leak_rate": 0.3},
-        "hard_retain": {"rougeL_recall": 0.4},
-        "general_retain": {"rougeL_recall": 0.6},  # above the target: capped at 1
-        "forget_facts_retained": {"leak_rate": 1.0},  # not part of it
+        "forget_paraphrased_dev": {"leak_rate": 0.3},
+        "hard_retain_dev": {"rougeL_recall": 0.4},
+        "general_retain_dev": {"rougeL_recall": 0.6},  # above the target: capped at 1
+        "forget_paraphrased_test": {"leak_rate": 1.0},  # a test half: not part of it
     }
     rows = [
         {"view": "forget", "generation": "I do not know who that is"},  # fluent: 1
-        {"view": "forget_paraphrased", "generation": ""},  # nothing: 0
-        {"view": "forget_paraphrased", "generation": "a b c d a b c d"},  # 5 4-grams, 4 distinct
-        {"view": "hard_retain", "generation": ""},  # retain answers are judged by ROUGE-L
+        {"view": "forget_paraphrased_dev", "generation": ""},  # nothing: 0
+        {
+            "view": "forget_paraphrased_dev",
+            "generation": "a b c d a b c d",
+        },  # 5 4-grams, 4 distinct
+        {"view": "hard_retain_dev", "generation": ""},  # retain answers are judged by ROUGE-L
     ]
     result = objective(target, unlearned, rows)
     efficacy, utility, fluent = 1 - (0.5 + 0.3) / 2, (0.5 + 1.0) / 2, (1 + 0 + 0.8) / 3
@@ -112,7 +120,8 @@ def test_the_objective_is_the_harmonic_mean_of_efficacy_utility_and_fluency() ->
 
 def test_the_objective_names_missing_views() -> None:
     with pytest.raises(
-        SelectionError, match=r"\['forget_paraphrased', 'general_retain', 'hard_retain'\]"
+        SelectionError,
+        match=r"\['forget_paraphrased_dev', 'general_retain_dev', 'hard_retain_dev'\]",
     ):
         objective({}, {"forget": {"leak_rate": 0.0}}, [])
 

@@ -23,6 +23,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from benchmarks.config import LoraSpec, TrainConfig
 from benchmarks.data.records import QARecord, UnlearningData
+from benchmarks.data.split import paraphrases_in
 from benchmarks.evaluation.generation import generate
 from benchmarks.evaluation.metrics import rougeL_recall
 from benchmarks.prompting import Prompter
@@ -59,9 +60,10 @@ ATTACKS: Registry[Attack] = Registry("attack")
 
 @ATTACKS.register("paraphrase")
 def paraphrase(victim: Victim, data: UnlearningData, cfg: Any) -> list[Probe]:
-    """The dataset's paraphrases of each forget question: unlearning trains on the original
-    wording only, so these show whether the fact or just the wording was forgotten."""
-    asked = [(r, q) for r in data.forget for q in r.paraphrases[: cfg.max_per_question]]
+    """The dataset's test paraphrases of each forget question (benchmarks/data/split.py; no method
+    sees them): unlearning trains on the original wording only, so these show whether the fact or
+    just the wording was forgotten."""
+    asked = [(r, q) for r in data.forget for q in paraphrases_in(r, "test")[: cfg.max_per_question]]
     answers = victim.answer([victim.prompter(victim.tokenizer, q) for _, q in asked])
     return [Probe(r, q, a) for (r, q), a in zip(asked, answers, strict=True)]
 

@@ -14,17 +14,18 @@ import numpy as np
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from benchmarks.data.records import QARecord, UnlearningData
+from benchmarks.data.split import PARAPHRASED, SPLIT_VIEWS, paraphrases_in, parse_view, records_in
 from benchmarks.evaluation import specs
 from benchmarks.evaluation.generation import answer_logprobs, generate
 from benchmarks.evaluation.leak import LeakTest
 from benchmarks.prompting import Prompter
 
+#: Every view ``eval.views`` may name: ``forget`` (the forget questions), each split view whole
+#: (``forget_paraphrased``: the forget questions' paraphrases; the others: the records of that
+#: role) and its dev and test halves (benchmarks/data/split.py), and TOFU's two general sets.
 EVAL_VIEWS = (
     "forget",
-    "forget_paraphrased",
-    "hard_retain",
-    "general_retain",
-    "forget_facts_retained",
+    *(f"{view}{half}" for view in SPLIT_VIEWS for half in ("", "_dev", "_test")),
     "real_authors",
     "world_facts",
 )
@@ -48,12 +49,20 @@ class EvalItem:
 
 
 def eval_items(data: UnlearningData, views: tuple[str, ...] = EVAL_VIEWS) -> list[EvalItem]:
+    """The questions each view asks; a ``_dev`` / ``_test`` view asks its half of the base view."""
     items = []
     for view in views:
-        if view == "forget_paraphrased":
-            items += [EvalItem(view, r, p) for r in data.forget for p in r.paraphrases]
+        base, part = parse_view(view)
+        if base == PARAPHRASED:
+            items += [
+                EvalItem(view, r, p)
+                for r in data.forget
+                for p in (r.paraphrases if part is None else paraphrases_in(r, part))
+            ]
         else:
-            items += [EvalItem(view, r, r.question) for r in data.with_role(view)]
+            records = data.with_role(base)
+            chosen = records if part is None else records_in(records, part)
+            items += [EvalItem(view, r, r.question) for r in chosen]
     return items
 
 

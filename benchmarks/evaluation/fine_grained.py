@@ -8,8 +8,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from benchmarks.data.split import reported
 from benchmarks.evaluation.criteria import harmonic_mean, view_mean
 
+#: The kept facts' view; its test half where that was evaluated.
 KEPT = "forget_facts_retained"
 
 
@@ -17,10 +19,11 @@ def fine_grained(
     rows: Sequence[Mapping[str, Any]], target_rows: Sequence[Mapping[str, Any]]
 ) -> dict[str, float | None] | None:
     """Retention of the kept facts, forgetting of the forgotten ones, and their harmonic mean."""
-    if view_mean(rows, KEPT, "leak_rate") is None:
+    kept = reported(KEPT, {row["view"] for row in rows})
+    if view_mean(rows, kept, "leak_rate") is None:
         return None
-    known = {r["id"] for r in target_rows if r["view"] == KEPT and r.get("leak_rate")}
-    still = [r["leak_rate"] for r in rows if r["view"] == KEPT and r["id"] in known]
+    known = {r["id"] for r in target_rows if r["view"] == kept and r.get("leak_rate")}
+    still = [r["leak_rate"] for r in rows if r["view"] == kept and r["id"] in known]
     retention = sum(still) / len(still) if still else None
     leak = view_mean(rows, "forget", "leak_rate")
     forgotten = None if leak is None else 1.0 - leak
@@ -28,7 +31,7 @@ def fine_grained(
         "retention": retention,
         "forgotten": forgotten,
         "score": harmonic_mean([retention, forgotten]),
-        "retained_leak_rate": view_mean(rows, KEPT, "leak_rate"),
-        "retained_rougeL_recall": view_mean(rows, KEPT, "rougeL_recall"),
-        "retained_answer_prob": view_mean(rows, KEPT, "answer_prob"),
+        "retained_leak_rate": view_mean(rows, kept, "leak_rate"),
+        "retained_rougeL_recall": view_mean(rows, kept, "rougeL_recall"),
+        "retained_answer_prob": view_mean(rows, kept, "answer_prob"),
     }

@@ -18,6 +18,7 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase, TrainerCallback
 
 from benchmarks.data.records import UnlearningData
+from benchmarks.data.split import SPLIT_VIEWS, view_name
 from benchmarks.evaluation.criteria import harmonic_mean
 from benchmarks.evaluation.evaluate import eval_items
 from benchmarks.evaluation.generation import generate
@@ -26,17 +27,10 @@ from benchmarks.evaluation.leak import LeakTest
 from benchmarks.prompting import Prompter
 
 #: The views selection may read: the forget set (every method trains on it and may probe it) and
-#: today's evaluation views. The data has no dev/test halves yet, so every view is here; once it
-#: has them (``forget_paraphrased_dev`` / ``_test``, ...) this names the forget set and the dev
-#: views only, and the test views, which every reported table reads, are excluded. Each use below
-#: resolves a view through :func:`selected`, which accepts ``<view>`` or ``<view>_dev``.
-SELECTION_VIEWS: tuple[str, ...] = (
-    "forget",
-    "forget_paraphrased",
-    "hard_retain",
-    "general_retain",
-    "forget_facts_retained",
-)
+#: the dev half of every split view (benchmarks/data/split.py). The test halves, which every
+#: reported table reads, and the whole split views (which contain them) are not here. Each use
+#: below resolves a view through :func:`selected`, which accepts ``<view>`` or ``<view>_dev``.
+SELECTION_VIEWS: tuple[str, ...] = ("forget", *(view_name(v, "dev") for v in SPLIT_VIEWS))
 #: The objective's two sides, as base view names (resolved through :func:`selected`).
 FORGET_SIDE = ("forget", "forget_paraphrased")
 RETAIN_SIDE = ("hard_retain", "general_retain")

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from benchmarks.data.split import reported
 from benchmarks.evaluation import metrics
 from benchmarks.registry import Registry
 
@@ -179,7 +180,9 @@ def oriented(spec: MetricSpec, value: float) -> float:
 
 @metric(
     "rougeL_recall", needs={"generation"}, higher_is_better=None, range=(0.0, 1.0),
-    short="rougeL", headline_views=("forget", "hard_retain", "general_retain"),
+    short="rougeL", headline_views=(
+        "forget", "hard_retain_test", "general_retain_test", "hard_retain", "general_retain"
+    ),
 )  # fmt: skip
 def rougeL_recall(row: RowInputs) -> float:
     """ROUGE-L recall of the gold answer in the generation: lower is better on forgotten views,
@@ -189,7 +192,7 @@ def rougeL_recall(row: RowInputs) -> float:
 
 @metric(
     "leak_rate", needs={"generation", "leak_test"}, higher_is_better=None, range=(0.0, 1.0),
-    short="leak", headline_views=("forget", "forget_paraphrased"),
+    short="leak", headline_views=("forget", "forget_paraphrased_test", "forget_paraphrased"),
 )  # fmt: skip
 def leak_rate(row: RowInputs) -> float:
     """Whether the generation states the gold answer (the leak test's verdict)."""
@@ -344,7 +347,9 @@ def criteria_submetrics(
     lookup: Lookup, views: Iterable[str], attacks: Iterable[str]
 ) -> tuple[dict[str, dict[str, float | None]], dict[str, str]]:
     """Each criterion's named sub-metrics from view means (``views``: those the evaluation has
-    rows of), and a note per criterion that dropped a sub-metric whose view is absent."""
+    rows of), and a note per criterion that dropped a sub-metric whose view is absent. A split
+    view is read in its test half where that was evaluated, and the sub-metric's name says so
+    (``hard_retain_test_rougeL_recall``): the criteria are reported numbers."""
     views, attacks = set(views), list(attacks)
     subs: dict[str, dict[str, float | None]] = {}
     notes: dict[str, str] = {}
@@ -354,8 +359,8 @@ def criteria_submetrics(
         for sub in spec.submetrics:
             fills = attacks if "{attack}" in sub.view else [None]
             for attack in fills:
-                view = sub.view.format(attack=attack)
-                label = sub.name.format(attack=attack)
+                view = reported(sub.view.format(attack=attack), views)
+                label = sub.name.format(attack=attack).replace(sub.view, view, 1)
                 if sub.if_present and view not in views:
                     dropped.append(view)
                     continue

@@ -28,6 +28,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from benchmarks.cache import cached_json
 from benchmarks.data.records import UnlearningData
+from benchmarks.data.split import SPLIT_VIEWS, records_in, reported, view_name
 from benchmarks.evaluation import metrics
 from benchmarks.evaluation.attacks import ATTACKS, Victim
 from benchmarks.evaluation.criteria import criteria, submetrics
@@ -58,12 +59,14 @@ ORDER = (
 #: ones, ``robustness``; 3: relearning on related facts, the outcome and echo probes; 4: TOFU's
 #: truth ratio on the paraphrased answer, its 9-value model utility, ``forget_truth_ratio``; 5:
 #: the local judge scores fluency under the base model on a calibrated scale, with no bonus for
-#: refusals; 6: bootstrap intervals and counts for the MIA AUCs and privleak, ``criteria_notes``),
-#: so that a target's suite results cached by older code, which lack the new keys or hold old
-#: scores, are computed anew rather than read.
-RESULTS_VERSION = 6
+#: refusals; 6: bootstrap intervals and counts for the MIA AUCs and privleak, ``criteria_notes``;
+#: 7: the families read the test halves of the split views), so that a target's suite results
+#: cached by older code, which lack the new keys or hold old scores, are computed anew rather
+#: than read.
+RESULTS_VERSION = 7
 
-#: The views and per-question metrics each family reads from ``evaluate_model``'s rows.
+#: The views and per-question metrics each family reads from ``evaluate_model``'s rows. A split
+#: view (benchmarks/data/split.py) is read in its test half where ``eval.views`` has it, else whole.
 NEEDS: dict[str, tuple[set[str], set[str]]] = {
     "criteria": criteria_inputs(),  # the metric spec registry's: the criteria's definition
     "tofu": (
@@ -103,7 +106,12 @@ def check_suite(eval_cfg: Any) -> None:
         views, wanted = NEEDS.get(family, (set(), set()))
         if family == "tofu":
             views = views | set(eval_cfg.tofu.utility_views)
-        missing = sorted(views - set(eval_cfg.views)) + sorted(wanted - set(eval_cfg.metrics))
+        evaluated = set(eval_cfg.views)
+        missing = sorted(
+            view_name(v, "test") if v in SPLIT_VIEWS else v
+            for v in views
+            if reported(v, evaluated) not in evaluated
+        ) + sorted(wanted - set(eval_cfg.metrics))
         if missing:
             raise ValueError(
                 f"eval.suite has {family!r}, which reads {missing} from the evaluation; add them "
@@ -390,20 +398,20 @@ def fine_grained_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
     return {"fine_grained": result or {"skipped": "no kept facts of forgotten persons in the data"}}
 
 
-#: The views the multiple-choice probe asks: the forgotten facts and, for contrast, kept ones.
-CHOICE_VIEWS = ("forget", "hard_retain")
-
-
 @FAMILIES.register("multiple_choice")
 def multiple_choice_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
     """Multiple choice between the true answer and the record's perturbed (wrong) answers, per
     view: ``accuracy``, how often the true answer is the most likely option, and ``true_mass``,
     its share of the options' probability (``chance``: what a model that cannot tell them apart
-    gets). Free generation can hide a fact that the model still recognises among options."""
+    gets). Free generation can hide a fact that the model still recognises among options. It asks
+    the forgotten facts and, for contrast, the test half of the hard-retain ones."""
     options = [
         (view, r, answer)
-        for view in CHOICE_VIEWS
-        for r in suite.data.with_role(view)
+        for view, records in (
+            ("forget", suite.data.forget),
+            ("hard_retain_test", records_in(suite.data.with_role("hard_retain"), "test")),
+        )
+        for r in records
         if r.perturbed_answers
         for answer in (r.answer, *r.perturbed_answers)
     ]
@@ -457,8 +465,17 @@ def criteria_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
 
 
 #: The views whose answers the outcome and echo probes classify: the forget questions, and their
-#: held-out paraphrases (the dataset's, which no method trains on).
+#: held-out paraphrases (the dataset's test half, which no method sees; the whole view where
+#: only that was evaluated).
 PROBE_VIEWS = ("forget", "forget_paraphrased")
+
+
+def probe_views(run: ModelRun) -> tuple[str, ...]:
+    """:data:`PROBE_VIEWS` as evaluated for this model (test halves where there are some)."""
+    views = {r["view"] for r in run.rows}
+    return tuple(reported(view, views) for view in PROBE_VIEWS)
+
+
 OUTCOMES = ("leak", "refusal", "fabrication")
 
 
@@ -470,14 +487,15 @@ def outcomes_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
     anything else that states no fact and refuses nothing). Unlearning that hides a fact behind a
     confident wrong answer and unlearning that declines to answer look alike in leak rate; these
     shares tell them apart."""
-    rows = [r for r in run.rows if r["view"] in PROBE_VIEWS and "generation" in r]
+    probed = probe_views(run)
+    rows = [r for r in run.rows if r["view"] in probed and "generation" in r]
     try:
         classified = classify_outcomes(suite, rows)
     except JudgeError as err:
         suite.errors[f"{run.label}/outcomes"] = f"JudgeError: {err}"
         return {"outcomes": {"skipped": f"the judge failed: {err}"}}
     result: dict[str, Any] = {}
-    for view in PROBE_VIEWS:
+    for view in probed:
         kinds = [kind for row, kind in zip(rows, classified, strict=True) if row["view"] == view]
         if kinds:
             result[view] = {k: kinds.count(k) / len(kinds) for k in OUTCOMES} | {"n": len(kinds)}
@@ -514,7 +532,8 @@ def echo_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
     if not run.wrong_answers:
         why = "not trained by the method" if run.label == "target" else "no trained wrong answers"
         return {"echo": {"skipped": f"{why} (only methods that train on wrong answers have them)"}}
-    rows = [r for r in run.rows if r["view"] in PROBE_VIEWS and "generation" in r]
+    probed = probe_views(run)
+    rows = [r for r in run.rows if r["view"] in probed and "generation" in r]
     try:
         outcomes = classify_outcomes(suite, rows)
     except JudgeError as err:
@@ -531,7 +550,7 @@ def echo_family(suite: Suite, run: ModelRun) -> dict[str, Any]:
         "wrong_answers": sum(len(v) for v in run.wrong_answers.values()),
         "questions": len(run.wrong_answers),
     }
-    for view in PROBE_VIEWS:
+    for view in probed:
         chosen = [r for r in rows if r["view"] == view]
         if not chosen:
             continue
@@ -560,7 +579,11 @@ def _judge_rows(suite: Suite, run: ModelRun) -> None:
         ("judge_privacy", rows_of("forget", *attack_views), judge.privacy),
         ("judge_reject", rows_of("forget"), judge.rejects),
         ("judge_quality", rows_of("forget"), partial(judge.quality, forgotten=True)),
-        ("judge_quality", rows_of("hard_retain"), partial(judge.quality, forgotten=False)),
+        (
+            "judge_quality",
+            rows_of(reported("hard_retain", {r["view"] for r in run.rows})),
+            partial(judge.quality, forgotten=False),
+        ),
     ]
     for key, rows, score in tasks:
         if not rows:

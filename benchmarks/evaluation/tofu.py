@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import ks_2samp
 
+from benchmarks.data.split import reported
 from benchmarks.evaluation.specs import harmonic_mean
 
 #: Views whose questions should be forgotten: TOFU's ``closer_to_1_better`` aggregation.
@@ -114,11 +115,13 @@ def is_tofu(rows: Rows) -> bool:
 def model_utility(rows: Rows, utility_views: Iterable[str]) -> dict[str, Any]:
     """TOFU's model utility where the rows hold TOFU's sets, else the harmonic mean over the
     configured kept views; ``model_utility_values`` holds each value that went into it (None
-    where a view was not evaluated, which makes the utility None too)."""
+    where a view was not evaluated, which makes the utility None too). A split view is read in
+    its test half where that was evaluated."""
+    views = {row["view"] for row in rows}
     if is_tofu(rows):
         kind = "tofu"
         values = {
-            f"{name}/{metric}": view_mean(rows, view, metric)
+            f"{name}/{metric}": view_mean(rows, reported(view, views), metric)
             for name, (view, probability) in TOFU_UTILITY.items()
             for metric in (probability, "rougeL_recall", "truth_preference")
         }
@@ -126,7 +129,7 @@ def model_utility(rows: Rows, utility_views: Iterable[str]) -> dict[str, Any]:
         kind = "retain_views"
         values = {
             f"{view}/{metric}": view_mean(rows, view, metric)
-            for view in utility_views
+            for view in (reported(base, views) for base in utility_views)
             for metric in UTILITY_METRICS
         }
     return {
@@ -139,12 +142,14 @@ def model_utility(rows: Rows, utility_views: Iterable[str]) -> dict[str, Any]:
 def tofu_metrics(
     rows: Rows, utility_views: Iterable[str], reference_ratios: Sequence[float] | None
 ) -> dict[str, Any]:
-    """Every TOFU aggregate of one model's rows; forget quality only against a reference."""
+    """Every TOFU aggregate of one model's rows (the test half of a split view where that was
+    evaluated); forget quality only against a reference."""
+    views = {row["view"] for row in rows}
     ratios = {
         view: [
             float(r["truth_ratio_R"]) for r in rows if r["view"] == view and "truth_ratio_R" in r
         ]
-        for view in FORGOTTEN_VIEWS
+        for view in (reported(base, views) for base in FORGOTTEN_VIEWS)
     }
     result: dict[str, Any] = {
         "forget_truth_ratio": {v: forget_truth_ratio(r) for v, r in ratios.items() if r},
