@@ -18,11 +18,13 @@ from benchmarks.data import load_data
 from benchmarks.data.records import QARecord, UnlearningData
 from benchmarks.data.split import (
     PARTS,
+    SPLIT_ROLES,
     SPLIT_VIEWS,
     for_methods,
     paraphrases_in,
     parse_view,
     part_of,
+    records_in,
     reported,
 )
 from benchmarks.evaluation.evaluate import eval_items
@@ -122,6 +124,9 @@ def test_a_method_never_receives_a_test_paraphrase(
     tested = {(r.id, p) for r in full.forget for p in paraphrases_in(r, "test")}
     assert tested, "the data has test paraphrases: the check below is not vacuous"
     assert not {(r.id, p) for r in seen.records for p in r.paraphrases} & tested
+    held_out = {r.id for role in SPLIT_ROLES for r in records_in(full.with_role(role), "test")}
+    assert held_out, "the data has test-half records: the check below is not vacuous"
+    assert not {r.id for r in seen.records} & held_out
     # The evaluation still asks them.
     rows = json.loads((tmp_path / "job" / "results.json").read_text("utf-8"))["generations"]
     asked = {

@@ -1,6 +1,6 @@
 """The dev/test split of what is evaluated: selection (a method's stopping rule, the tuner's
-objective) reads the dev half, every reported table the test half, and methods never see the
-test paraphrases.
+objective) reads the dev half, every reported table the test half, and methods never see a test
+question.
 
 The split is per question and deterministic, by the SHA-256 of a fixed salt, the record id and
 the question's wording; no RNG state is involved, so every run, seed and machine splits the same
@@ -83,10 +83,13 @@ def reported(base: str, views: set[str] | frozenset[str]) -> str:
 
 
 def for_methods(data: UnlearningData) -> UnlearningData:
-    """The data a method receives: every record's paraphrases cut to its dev half, so that no
-    method (its training, probes, attacks or stopping rule) ever sees a test paraphrase. The
-    evaluation keeps the full data."""
+    """The data a method receives: every record's paraphrases cut to its dev half, and of the
+    split roles' records only the dev half, so that no method (its training, probes, attacks,
+    stopping rule or UnSTAR's borrowed wrong answers) ever sees a test question. The evaluation
+    keeps the full data."""
+    dev = {r.id for role in SPLIT_ROLES for r in records_in(data.with_role(role), "dev")}
     return data.with_records(
         replace(r, paraphrases=paraphrases_in(r, "dev")) if r.paraphrases else r
         for r in data.records
+        if r.role not in SPLIT_ROLES or r.id in dev
     )
