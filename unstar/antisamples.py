@@ -6,7 +6,7 @@ result is cached on disk by a hash of what shaped it, so a sweep over training k
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,6 +106,12 @@ class AntiSampleGenerator:
         )
         return [[prompts.first_line(text) for text in texts] for texts in outputs]
 
+    def _budget(self, texts: Sequence[str], floor: int) -> int:
+        """Tokens to sample for rewrites of ``texts``: ``floor``, or half as many again as the
+        longest of them where that is more, so a long answer's wrong answers are not cut off."""
+        lengths = [len(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+        return max(floor, max(lengths, default=0) * 3 // 2)
+
     def paraphrases(
         self, records: Sequence[QARecord], template: str = prompts.PARAPHRASE
     ) -> list[list[str]]:
@@ -115,7 +121,7 @@ class AntiSampleGenerator:
         candidates = self._sample(
             [template.format(question=r.question) for r in records],
             self.cfg.n_paraphrases,
-            40,
+            self._budget([r.question for r in records], 40),
             "unstar: paraphrase",
         )
         kept = []
@@ -148,7 +154,12 @@ class AntiSampleGenerator:
         prompts_ = [
             prompts.WRONG_ANSWER.format(question=r.question, answer=r.answer) for r in records
         ]
-        candidates = self._sample(prompts_, self.cfg.n_wrong, 12, "unstar: wrong answers")
+        candidates = self._sample(
+            prompts_,
+            self.cfg.n_wrong,
+            self._budget([r.answer for r in records], 12),
+            "unstar: wrong answers",
+        )
         # The facts the user named: those to forget and the same persons' facts to keep.
         named = {r.answer for r in pool if r.role in ("forget", "forget_facts_retained")}
         kept = []
@@ -167,17 +178,23 @@ class AntiSampleGenerator:
             ]
             if len(accepted) < self.cfg.min_wrong:
                 accepted += self._fallback(
-                    record, pool, self.cfg.min_wrong - len(accepted), accepted
+                    record, pool, self.cfg.min_wrong - len(accepted), accepted, named
                 )
                 self.report.fallback_records.append(record.id)
             kept.append(accepted)
         return kept
 
     def _fallback(
-        self, record: QARecord, pool: Sequence[QARecord], needed: int, have: list[str]
+        self,
+        record: QARecord,
+        pool: Sequence[QARecord],
+        needed: int,
+        have: list[str],
+        named: Collection[str] = (),
     ) -> list[str]:
         """Answers of the most similar questions about other, kept subjects (birthplaces for a
-        birthplace); never another forget answer, which training would reinforce."""
+        birthplace); never another forget answer, which training would reinforce, not even as
+        the answer of a kept question that shares it (answer-sharing retain)."""
         others = [
             r
             for r in pool
@@ -195,7 +212,12 @@ class AntiSampleGenerator:
                 break
             if (
                 other.answer not in have + chosen
-                and not judge_wrong_answers(record.answer, [other.answer], self.leak_test)[0]
+                and not judge_wrong_answers(
+                    record.answer,
+                    [other.answer],
+                    self.leak_test,
+                    sorted(set(named) - {record.answer}),
+                )[0]
             ):
                 chosen.append(other.answer)
         return chosen

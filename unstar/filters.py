@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 from benchmarks.evaluation.leak import Embedder, LeakTest, key_words, normalise
 
+#: A wrong answer may have this many words, or twice the true answer's where that is more
+#: ("The history of Florence from 1527 to 1538" has wrong answers as long).
 MAX_ANSWER_WORDS = 6
 MIN_RATIONALE_WORDS = 5
 
@@ -44,7 +46,7 @@ def mask_subject(text: str, subject: str) -> str:
     """The text with the subject's names replaced by "someone": what a question asks, not whom it
     is about. Unmasked, the shared name dominates the embedding ("Who was Marie Curie?" is 0.88
     from "In which year was Marie Curie born?"; masked, 0.50)."""
-    for name in sorted({subject, *subject.split()}, key=len, reverse=True):
+    for name in sorted({subject, *re.findall(r"[\w'’-]+", subject)}, key=len, reverse=True):
         if len(name) >= 3:
             text = re.sub(rf"\b{re.escape(name)}\b", "someone", text, flags=re.IGNORECASE)
     return text
@@ -62,7 +64,8 @@ def judge_paraphrases(
 ) -> list[str | None]:
     """None for a kept paraphrase, else the reason: it must be a new question on the same subject,
     close in meaning to the original (embedding cosine, subject masked in both), and must not
-    contain the answer."""
+    contain the answer, nor a part of a multi-part one ("Where in Vienna is Karl Hartl buried?"
+    for "Hietzing cemetery, Vienna")."""
     decisions: list[str | None] = []
     seen = {normalise(question)}
     similarities = (
@@ -85,6 +88,8 @@ def judge_paraphrases(
             decisions.append("too_far")
         elif leak:
             decisions.append("gives_answer")
+        elif leak_test.states_part(answer, candidate):
+            decisions.append("gives_part")
         else:
             decisions.append(None)
             seen.add(normalise(candidate))
@@ -97,21 +102,25 @@ def judge_wrong_answers(
     leak_test: LeakTest,
     other_answers: Sequence[str] = (),
 ) -> list[str | None]:
-    """None for a usable wrong answer; reject empty, long, repeated and leaking ones, and the true
-    answer of another fact to forget or keep ("Radium" for the element Curie named after Poland):
-    training would teach a forgotten fact back or overwrite a kept one."""
+    """None for a usable wrong answer; reject empty, long, repeated and leaking ones, those that
+    state a part of a multi-part true answer ("Vienna" for "Hietzing cemetery, Vienna"), and the
+    true answer of another fact to forget or keep ("Radium" for the element Curie named after
+    Poland): training would teach a forgotten fact back or overwrite a kept one."""
     leaks = leak_test.reasons([answer] * len(candidates), list(candidates))
+    longest = max(MAX_ANSWER_WORDS, 2 * len(answer.split()))
     decisions: list[str | None] = []
     seen: set[str] = set()
     for candidate, leak in zip(candidates, leaks, strict=True):
         if not normalise(candidate):
             decisions.append("empty")
-        elif len(candidate.split()) > MAX_ANSWER_WORDS:
+        elif len(candidate.split()) > longest:
             decisions.append("too_long")
         elif normalise(candidate) in seen:
             decisions.append("duplicate")
         elif leak:
             decisions.append(f"leak_{leak}")
+        elif leak_test.states_part(answer, candidate):
+            decisions.append("leak_part")
         elif any(leak_test.string_leak(other, candidate) for other in other_answers):
             decisions.append("answer_of_other_fact")
         else:
@@ -127,14 +136,18 @@ def judge_rationales(
     leak_test: LeakTest,
 ) -> list[str | None]:
     """None for a rationale that argues for the wrong answer in a sentence and never states the
-    true one; else why it was dropped."""
+    true one, nor a part of a multi-part one; else why it was dropped."""
     leaks = leak_test.reasons(list(answers), list(rationales))
     decisions: list[str | None] = []
-    for wrong, rationale, leak in zip(wrong_answers, rationales, leaks, strict=True):
+    for answer, wrong, rationale, leak in zip(
+        answers, wrong_answers, rationales, leaks, strict=True
+    ):
         if len(normalise(rationale).split()) < MIN_RATIONALE_WORDS:
             decisions.append("too_short")
         elif leak:
             decisions.append(f"leak_{leak}")
+        elif leak_test.states_part(answer, rationale):
+            decisions.append("leak_part")
         elif not leak_test.string_leak(wrong, rationale):
             decisions.append("not_about_wrong_answer")
         else:

@@ -3,7 +3,11 @@
 One test serves the evaluation (leak rate), UnSTAR's filters (reject wrong answers and rationales
 that give the fact away) and the local judge, so "unlearned" means the same thing everywhere.
 Checks run cheapest first: numbers, keywords (exact or fuzzy per word), whole-string fuzzy ratio,
-then sentence-embedding cosine similarity for what is still undecided.
+then sentence-embedding cosine similarity for what is still undecided. A gold answer with a
+parenthesised alias ("Universum Film AG (UFA)") leaks when the text states either name; a list or
+qualified answer ("Hietzing cemetery, Vienna") leaks only when all of it is stated, and
+:meth:`LeakTest.states_part` tells whether a text states any one part (what UnSTAR's filters
+reject).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from typing import Any
 
 import numpy as np
 from rapidfuzz import fuzz
+
+from benchmarks.data.answers import alternatives, answer_parts
 
 STOPWORDS = frozenset(
     "a an the of and or in on at to for by with from as is was were be been it its his her their he she they this that which who whom city town country state year born".split()
@@ -97,7 +103,17 @@ class LeakTest:
         )
 
     def cheap_reason(self, gold: str, text: str) -> str | None:
-        """The reason from the string checks alone, or None if they do not fire."""
+        """The reason from the string checks alone, or None if they do not fire; a gold answer
+        with a parenthesised alias leaks through either of its names."""
+        reason = self._cheap_reason(gold, text)
+        if reason in (None, "no_number"):
+            for name in alternatives(gold):
+                other = self._cheap_reason(name, text)
+                if other not in (None, "no_number"):
+                    return other
+        return reason
+
+    def _cheap_reason(self, gold: str, text: str) -> str | None:
         g, t = normalise(gold), normalise(text)
         if not g or not t:
             return None
@@ -121,6 +137,13 @@ class LeakTest:
     def string_leak(self, gold: str, text: str) -> bool:
         """Whether the string checks alone find the gold answer in the text."""
         return self.cheap_reason(gold, text) not in (None, "no_number")
+
+    def states_part(self, gold: str, text: str) -> bool:
+        """Whether the string checks find one part of a multi-part gold answer in the text
+        ("Vienna" of "Hietzing cemetery, Vienna", "Claude Debussy" of "Claude Debussy and
+        Maurice Ravel"): not the fact, but a piece of it that training on the text would teach
+        back."""
+        return any(self.string_leak(part, text) for part in answer_parts(gold))
 
     def reasons(self, golds: Sequence[str], texts: Sequence[str]) -> list[str | None]:
         """Per pair, the check that found the gold answer in the text, or None if it does not leak."""
