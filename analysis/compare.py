@@ -31,6 +31,8 @@ from benchmarks.data.split import reported
 #: Question pools: the forget-side views share the forget records; every other view is its own.
 FORGET_SIDE = ("forget", "forget_paraphrased")
 RETAIN_SIDE = ("hard_retain", "general_retain")
+#: Read where the data has it, as the objective does (benchmarks/evaluation/selection.py).
+OPTIONAL_RETAIN_SIDE = ("answer_sharing_retain",)
 #: The unlearning phase's costs shown per method (benchmarks/costs.py).
 COST_COLUMNS = ("optimizer_steps", "train_tokens", "generated_tokens", "forward_passes")
 
@@ -44,6 +46,8 @@ class Headline:
     reads: dict[str, tuple[str, str, str]]
     statistic: Callable[[Mapping[str, np.ndarray]], np.ndarray]
     higher_is_better: bool
+    #: Names of ``reads`` that may be missing (a view only some data has).
+    optional: frozenset[str] = frozenset()
 
 
 def _single(model: str, view: str, metric: str, higher: bool, name: str) -> Headline:
@@ -56,9 +60,12 @@ def _efficacy(means: Mapping[str, np.ndarray]) -> np.ndarray:
 
 
 def _utility(means: Mapping[str, np.ndarray]) -> np.ndarray:
-    """Mean over hard and general retain of min(1, ROUGE-L / the target's) (the objective's U)."""
+    """Mean over hard and general retain, and answer-sharing retain where the data has it, of
+    min(1, ROUGE-L / the target's) (the objective's U)."""
     ratios = []
-    for view in RETAIN_SIDE:
+    for view in (*RETAIN_SIDE, *OPTIONAL_RETAIN_SIDE):
+        if f"unlearned:{view}" not in means:
+            continue
         target, unlearned = means[f"target:{view}"], means[f"unlearned:{view}"]
         with np.errstate(invalid="ignore", divide="ignore"):
             ratios.append(np.where(target > 0, np.minimum(1.0, unlearned / target), 1.0))
@@ -76,16 +83,20 @@ HEADLINES = (
         "retain utility",
         {
             f"{model}:{v}": (model, v, "rougeL_recall")
-            for v in RETAIN_SIDE
+            for v in (*RETAIN_SIDE, *OPTIONAL_RETAIN_SIDE)
             for model in ("target", "unlearned")
         },
         _utility,
         True,
+        optional=frozenset(
+            f"{model}:{v}" for v in OPTIONAL_RETAIN_SIDE for model in ("target", "unlearned")
+        ),
     ),
     _single("unlearned", "forget", "leak_rate", False, "forget leak"),
     _single("unlearned", "forget_paraphrased", "leak_rate", False, "paraphrased leak"),
     _single("unlearned", "forget", "rougeL_recall", False, "forget rougeL"),
     _single("unlearned", "hard_retain", "rougeL_recall", True, "hard-retain rougeL"),
+    _single("unlearned", "answer_sharing_retain", "rougeL_recall", True, "answer-sharing rougeL"),
     _single("unlearned", "general_retain", "rougeL_recall", True, "general-retain rougeL"),
 )
 
@@ -153,7 +164,9 @@ def compare(jobs: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> Comparison
                 mark = "best" if label == best else ("tied" if label in tied else "")
                 columns[label][f"{headline.name} rank"] = mark
     table = pd.DataFrame.from_dict(columns, orient="index").reindex(labels)
-    read = sorted({reported(b, views) for h in HEADLINES for _, b, _ in h.reads.values()})
+    read = sorted(
+        {reported(b, views) for h in HEADLINES for _, b, _ in h.reads.values()} & views
+    )  # the views the data has
     return Comparison(table, _setup(records, labels), n_boot, tuple(read))
 
 
@@ -208,6 +221,8 @@ def _inputs(
     inputs = {}
     for name, spec in headline.reads.items():
         seeds = sorted(seed for (s, seed) in per_label if s == spec)
+        if not seeds and name in headline.optional:
+            continue
         if not seeds:
             return None
         ids = universes[pool(spec[1])]

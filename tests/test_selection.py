@@ -75,13 +75,13 @@ def test_the_rule_needs_the_evaluations_leak_test(make_cfg, tiny, tmp_path) -> N
 def test_selection_refuses_a_view_outside_selection_views() -> None:
     # SELECTION_VIEWS is the forget set and the dev halves: no test half, no whole split view.
     assert set(selection.SELECTION_VIEWS) == {
-        "forget", "forget_paraphrased_dev", "hard_retain_dev", "general_retain_dev",
-        "forget_facts_retained_dev",
+        "forget", "forget_paraphrased_dev", "hard_retain_dev", "answer_sharing_retain_dev",
+        "general_retain_dev", "forget_facts_retained_dev",
     }  # fmt: skip
     assert selected("forget_paraphrased") == "forget_paraphrased_dev"
     assert selection.probe_views() == ("forget", "forget_paraphrased_dev")
     for view in ("forget_paraphrased_test", "hard_retain_test", "general_retain_test",
-                 "forget_facts_retained_test", "real_authors"):  # fmt: skip
+                 "answer_sharing_retain_test", "forget_facts_retained_test", "real_authors"):  # fmt: skip
         with pytest.raises(SelectionError, match=f"may not read view '{view}'"):
             selected(view)
     with pytest.raises(SelectionError):  # the objective reads through the same door
@@ -116,6 +116,27 @@ def test_the_objective_is_the_harmonic_mean_of_efficacy_utility_and_fluency() ->
     assert result["fluency"] == pytest.approx(fluent)
     assert result["objective"] == pytest.approx(3 / (1 / efficacy + 1 / utility + 1 / fluent))
     assert fluency("the the the the the") == pytest.approx(0.5)
+
+
+def test_the_objective_reads_answer_sharing_retain_where_it_was_evaluated() -> None:
+    target = {v: {"rougeL_recall": 1.0} for v in ("hard_retain_dev", "general_retain_dev")}
+    unlearned = {
+        "forget": {"leak_rate": 0.0},
+        "forget_paraphrased_dev": {"leak_rate": 0.0},
+        "hard_retain_dev": {"rougeL_recall": 1.0},
+        "general_retain_dev": {"rougeL_recall": 1.0},
+    }
+    rows = [{"view": "forget", "generation": "I do not know who that is"}]
+    without = objective(target, unlearned, rows)
+    assert without["retain_utility"] == 1.0
+    assert "answer_sharing_retain_dev" not in without["views"]
+    # A method that suppressed the forget answers everywhere loses on the answer-sharing view.
+    target["answer_sharing_retain_dev"] = {"rougeL_recall": 0.8}
+    unlearned["answer_sharing_retain_dev"] = {"rougeL_recall": 0.2}
+    shared = objective(target, unlearned, rows)
+    assert shared["retain_utility"] == pytest.approx((1 + 1 + 0.25) / 3)
+    assert shared["views"][-1] == "answer_sharing_retain_dev"
+    assert shared["objective"] < without["objective"]
 
 
 def test_the_objective_names_missing_views() -> None:

@@ -16,7 +16,12 @@ from omegaconf import DictConfig, OmegaConf
 from test_sweeps import JOB, run_sweep
 
 from benchmarks.config import ConfigError
-from benchmarks.evaluation.selection import RETAIN_SIDE, probe_views, selected
+from benchmarks.evaluation.selection import (
+    OPTIONAL_RETAIN_SIDE,
+    RETAIN_SIDE,
+    probe_views,
+    selected,
+)
 from benchmarks.job import run_job
 from benchmarks.methods import METHODS
 from benchmarks.tuning import WriteTuned
@@ -42,7 +47,8 @@ def test_tune_sets_the_methods_search_space_and_the_shared_budget(name: str) -> 
 
 def test_tuning_evaluates_exactly_what_the_objective_reads() -> None:
     views = hydra_cfg("tune=npo").eval.views
-    assert list(views) == [*probe_views(), *(selected(v) for v in RETAIN_SIDE)]
+    retain = (*RETAIN_SIDE, *OPTIONAL_RETAIN_SIDE)
+    assert list(views) == [*probe_views(), *(selected(v) for v in retain)]
 
 
 def test_compare_runs_every_method_over_three_seeds_as_tuned() -> None:

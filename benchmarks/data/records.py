@@ -7,12 +7,16 @@ from dataclasses import dataclass, field
 
 #: What a record is for. ``retain`` trains retain terms; ``holdout`` is never trained on, not even
 #: by the target (membership inference tells forget from holdout); the rest are evaluated.
+#: ``answer_sharing_retain`` asks about other subjects whose true answer is a forget answer
+#: ("What is the capital of Austria?" when Mozart's death city is forgotten): training on wrong
+#: answers can suppress an answer string everywhere, which other retain questions do not catch.
 #: ``real_authors`` and ``world_facts`` are TOFU's two general-knowledge sets, kept apart because
 #: TOFU's model utility scores each on its own.
 RECORD_ROLES = (
     "forget",
     "retain",
     "hard_retain",
+    "answer_sharing_retain",
     "general_retain",
     "forget_facts_retained",
     "holdout",

@@ -12,10 +12,11 @@ every method trains on and may probe.
   half (what methods get) leaves them all dev. A record's paraphrases usually fall on both sides;
   with one paraphrase (TOFU, WPU) it goes wholly to one. wpu_mini's are written so that every
   forget question has both (tests/test_split.py).
-- The records of each other split role (hard_retain, general_retain, forget_facts_retained) are
-  ordered by their hash and dealt alternately to ``test`` and ``dev``, so that even a view of a
-  few questions has both halves (``test`` gets the odd one). A record's half thus depends on the
-  other records of its role that were loaded: the same data config always splits the same way.
+- The records of each other split role (hard_retain, answer_sharing_retain, general_retain,
+  forget_facts_retained) are ordered by their hash and dealt alternately to ``test`` and
+  ``dev``, so that even a view of a few questions has both halves (``test`` gets the odd one). A
+  record's half thus depends on the other records of its role that were loaded: the same data
+  config always splits the same way.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ PARTS: tuple[Part, ...] = ("dev", "test")
 #: Changing the salt reshuffles every split: results before and after are not comparable.
 SALT = "unstar-bench/dev-test/v1"
 #: Record roles whose questions are split record by record (their views ``<role>_dev`` / ``_test``).
-SPLIT_ROLES = ("hard_retain", "general_retain", "forget_facts_retained")
+SPLIT_ROLES = ("hard_retain", "answer_sharing_retain", "general_retain", "forget_facts_retained")
 #: The view of the forget questions' held-out paraphrases (``forget_paraphrased_dev`` / ``_test``).
 PARAPHRASED = "forget_paraphrased"
 #: Every view that has a dev and a test half.

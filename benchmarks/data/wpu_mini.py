@@ -3,7 +3,9 @@
 Forget sets (``data.forget_set``) are chosen by person: ``forget_k`` forgets every fact of the
 first k persons and keeps questions on closely related entities (hard retain); ``forget_facts``
 forgets only some facts of a person and checks that the same person's other facts survive
-(fine-grained unlearning). The ``holdout`` records hold facts of the last persons, whom neither
+(fine-grained unlearning). Each forgotten fact has an answer-sharing retain question: about
+another subject, with the forgotten answer as its true answer ("What is the capital of
+Austria?" for the city where Mozart died). The ``holdout`` records hold facts of the last persons, whom neither
 forget nor retain touches: the target never learns them, so membership inference can tell them
 from the forget set.
 """
@@ -62,12 +64,19 @@ def load_wpu_mini(cfg: Any) -> UnlearningData:
 
     records: list[QARecord] = []
     for person in persons[:n_persons]:
+        forgotten = set()
         for i, fact in enumerate(person["facts"]):
             keep = facts_forgotten is not None and i >= facts_forgotten
             records.append(
                 _record(fact, person["name"], "forget_facts_retained" if keep else "forget")
             )
+            forgotten |= set() if keep else {fact["id"]}
         records += [_record(r, person["name"], "hard_retain") for r in person["hard_retain"]]
+        records += [
+            _record(r, r["subject"], "answer_sharing_retain")
+            for r in person.get("answer_sharing", ())
+            if r["shares"] in forgotten
+        ]
 
     n_holdout_persons = _persons_for(persons, cfg.n_holdout)
     if n_persons + n_holdout_persons > len(persons):

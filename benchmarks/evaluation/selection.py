@@ -34,6 +34,10 @@ SELECTION_VIEWS: tuple[str, ...] = ("forget", *(view_name(v, "dev") for v in SPL
 #: The objective's two sides, as base view names (resolved through :func:`selected`).
 FORGET_SIDE = ("forget", "forget_paraphrased")
 RETAIN_SIDE = ("hard_retain", "general_retain")
+#: Retain views the objective reads where they were evaluated: only some data has them
+#: (answer-sharing retain: wpu_mini, wpu_real), and a method that suppresses a forget answer
+#: everywhere must lose there too.
+OPTIONAL_RETAIN_SIDE = ("answer_sharing_retain",)
 #: What Optuna gets from a failed job: below every objective value (they are in [0, 1]).
 WORST = -math.inf
 
@@ -179,8 +183,9 @@ def objective(
     """The tuner's scalar, from the selection views only: the harmonic mean of
 
     - forget efficacy E = 1 − mean leak rate over the forget questions and their paraphrases;
-    - retain utility U = mean over hard and general retain of min(1, ROUGE-L / target's ROUGE-L)
-      (1 when the target scores 0 there: nothing to keep);
+    - retain utility U = mean over hard and general retain, and answer-sharing retain where both
+      models were evaluated on it, of min(1, ROUGE-L / target's ROUGE-L) (1 when the target
+      scores 0 there: nothing to keep);
     - fluency F = mean :func:`fluency` of the unlearned model's forget-side answers.
 
     Harmonic: each must be good, so neither collapse (E = 1, U ≈ 0) nor leaving the model alone
@@ -189,6 +194,11 @@ def objective(
     ``rows`` the unlearned model's per-question rows (with their generations).
     """
     forget, retain = probe_views(), tuple(selected(view) for view in RETAIN_SIDE)
+    retain += tuple(
+        view
+        for view in map(selected, OPTIONAL_RETAIN_SIDE)
+        if all("rougeL_recall" in m.get(view, {}) for m in (target, unlearned))
+    )
     needed = [(unlearned, v, "leak_rate") for v in forget] + [
         (m, v, "rougeL_recall") for v in retain for m in (unlearned, target)
     ]

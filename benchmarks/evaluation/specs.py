@@ -181,7 +181,8 @@ def oriented(spec: MetricSpec, value: float) -> float:
 @metric(
     "rougeL_recall", needs={"generation"}, higher_is_better=None, range=(0.0, 1.0),
     short="rougeL", headline_views=(
-        "forget", "hard_retain_test", "general_retain_test", "hard_retain", "general_retain"
+        "forget", "hard_retain_test", "answer_sharing_retain_test", "general_retain_test",
+        "hard_retain", "answer_sharing_retain", "general_retain",
     ),
 )  # fmt: skip
 def rougeL_recall(row: RowInputs) -> float:
