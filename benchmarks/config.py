@@ -236,6 +236,45 @@ class WpuHubConfig(HubDataConfig):
 
 
 @dataclass
+class GeneratedParaphrasesConfig:
+    """Held-out paraphrases for data that has none (benchmarks/heldout.py): the base model writes
+    them with UnSTAR's paraphrase prompt and filters, from a seed of their own."""
+
+    enabled: bool = knob(True, "write paraphrases of the forget questions that have none")
+    n_candidates: int = knob(12, "candidates sampled per question", ge=1)
+    keep: int = knob(4, "paraphrases kept per question (split into dev and test halves)", ge=1)
+    seed: int = knob(1234, "sampling seed; must differ from the job seed", ge=0)
+    temperature: float = knob(1.0, "sampling temperature", gt=0)
+    min_similarity: float = knob(0.7, "cosine to the question, subject masked", ge=-1, le=1)
+    batch_size: int = knob(16, "prompts per generation batch", ge=1)
+    leak: LeakConfig = knob(help="rejects paraphrases that state the answer",
+                            default_factory=LeakConfig)  # fmt: skip
+
+
+@dataclass
+class WpuRealConfig(DataConfig):
+    """WPU-style tasks from the real WPU questions (benchmarks/data/wpu_real.py)."""
+
+    path: str = knob(MISSING, "the question,answer,is_correct file (relative: to the project root)")
+    world_facts: str | None = knob(None, "TOFU world facts JSONL: general retain (null: none)")
+    forget_set: str = knob("forget_2_1", "forget_<n>_<k>: the k-th run of n persons in file order")
+    n_holdout_persons: int = knob(10, "the file's last persons, never trained on (MIA)", ge=0)
+    n_retain: int | None = knob(16, "questions of kept persons that train retain terms", ge=0)
+    n_general_retain: int | None = knob(16, "world facts evaluated as general retain", ge=0)
+    answer_sharing_per_fact: int = knob(
+        2, "per forget question, kept questions (and world facts) sharing its answer", ge=0
+    )
+    hard_retain_per_fact: int = knob(1, "per forget question, same-relation questions", ge=0)
+    hard_retain_min_similarity: float = knob(
+        0.5, "word overlap (Jaccard, person masked) a same-relation question needs", ge=0, le=1
+    )
+    generate_paraphrases: GeneratedParaphrasesConfig = knob(
+        help="held-out paraphrases written by the base model",
+        default_factory=GeneratedParaphrasesConfig,
+    )
+
+
+@dataclass
 class QAFileConfig(DataConfig):
     """Any CSV / JSONL / JSON list of question-answer rows."""
 
@@ -257,6 +296,7 @@ GROUP_SCHEMAS: dict[tuple[str, str], type] = {
     ("data", "wpu"): WpuHubConfig,
     ("data", "tofu"): HubDataConfig,
     ("data", "qa_file"): QAFileConfig,
+    ("data", "wpu_real"): WpuRealConfig,
 }
 
 

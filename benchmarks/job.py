@@ -28,6 +28,7 @@ from benchmarks.estimate import job_estimate
 from benchmarks.evaluation.evaluate import evaluate_model
 from benchmarks.evaluation.selection import SelectionError, objective
 from benchmarks.evaluation.suite import ModelRun, check_suite, run_suite
+from benchmarks.heldout import fill_paraphrases
 from benchmarks.methods import METHODS, JobContext, save_unlearned
 from benchmarks.models import cache_dir, load_model, use_cpu_threads
 from benchmarks.prompting import TRUNCATED, Prompter
@@ -312,6 +313,8 @@ def _run(
         base, tokenizer = load_model(cfg.model, cache, cfg.device)
     with timer("load_data"):
         data = load_data(cfg.data)
+    with timer("heldout_paraphrases"):  # by the base model, before the target learns the facts
+        data, paraphrases = fill_paraphrases(base, tokenizer, data, cfg, cache)
     if estimate or (estimate is None and next(base.parameters()).device.type == "cuda"):
         try:
             print(job_estimate(base, tokenizer, data, cfg), flush=True)
@@ -384,6 +387,7 @@ def _run(
         "data": {
             "name": data.name,
             "counts": {s: len(data.with_role(s)) for s in sorted({r.role for r in data.records})},
+            **({"generated_paraphrases": paraphrases} if paraphrases else {}),
         },
         "target": target_info,
         "metrics": {"target": target_metrics, "unlearned": metrics},

@@ -45,6 +45,7 @@ from benchmarks.config import ConfigError, refuse_secret_overrides, validate
 from benchmarks.data import load_data
 from benchmarks.evaluation.evaluate import evaluate_model
 from benchmarks.evaluation.suite import ModelRun, Suite, check_suite
+from benchmarks.heldout import fill_paraphrases
 from benchmarks.models import cache_dir, load_model
 from benchmarks.prompting import Prompter
 from benchmarks.target import prepare_target
@@ -162,9 +163,8 @@ def build_models(
         return load_model(cfg.model, cache, cfg.device)[0]
 
     base, tokenizer = load_model(cfg.model, cache, cfg.device)
-    target, data, _ = prepare_target(
-        fresh(), tokenizer, load_data(cfg.data), cfg, cache=cache, prompter=prompter
-    )
+    data, _ = fill_paraphrases(base, tokenizer, load_data(cfg.data), cfg, cache)
+    target, data, _ = prepare_target(fresh(), tokenizer, data, cfg, cache=cache, prompter=prompter)
     models = {
         "target": target.eval(),
         "base": base,

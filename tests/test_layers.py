@@ -38,8 +38,9 @@ LAYERS = (
     ("benchmarks.target",),
     ("benchmarks.methods",),
     ("baselines", "unstar"),
-    # discovery imports the method packages at run time and registers their tune configs
-    ("benchmarks.components", "benchmarks.tuning"),
+    # discovery imports the method packages at run time and registers their tune configs; the
+    # held-out paraphrases of data that has none are written by UnSTAR's generator
+    ("benchmarks.components", "benchmarks.tuning", "benchmarks.heldout"),
     ("benchmarks.sanity",),  # degenerate models through the evaluation, below the job
     ("benchmarks",),  # the job layer: job, tracking, report, speed, calibration
     ("analysis",),

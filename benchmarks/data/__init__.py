@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.data import hub, qa_file, wpu_mini  # importing a loader module registers it
+# importing a loader module registers it
+from benchmarks.data import hub, qa_file, wpu_mini, wpu_real
 from benchmarks.data.loaders import DATASETS
 from benchmarks.data.records import RECORD_ROLES, DataError, QARecord, UnlearningData
 
@@ -15,4 +16,4 @@ def load_data(data_cfg: Any) -> UnlearningData:
 
 
 __all__ = ["DATASETS", "RECORD_ROLES", "DataError", "QARecord", "UnlearningData", "load_data"]
-__all__ += ["hub", "qa_file", "wpu_mini"]
+__all__ += ["hub", "qa_file", "wpu_mini", "wpu_real"]

@@ -126,7 +126,7 @@ def _normal(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
-def _group_by_correctness(
+def group_by_correctness(
     rows: list[tuple[str, dict[str, Any]]], q_col: str, a_col: str, path: Path
 ) -> list[tuple[str, dict[str, Any]]]:
     """Fold one-answer-per-row files into one row per correct answer with perturbed answers."""
@@ -204,7 +204,7 @@ def load_qa_file(cfg: Any) -> UnlearningData:
             "Set data.question_column / data.answer_column to the right names."
         )
     if "is_correct" in columns:
-        rows = _group_by_correctness(rows, q_col, a_col, path)
+        rows = group_by_correctness(rows, q_col, a_col, path)
 
     records, wheres = [], []
     for index, (where, row) in enumerate(rows):
