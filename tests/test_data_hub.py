@@ -296,7 +296,7 @@ def test_eval_generates_as_long_as_the_datasets_protocol_allows(
     lengths = {
         data: make_cfg(f"data={data}", tiny=False).eval.max_new_tokens for data in DATASETS.names()
     }
-    assert lengths == {"wpu_mini": 32, "qa_file": 32, "wpu": 200, "tofu": 200}
+    assert lengths == {"wpu_mini": 32, "qa_file": 32, "wpu": 200, "tofu": 200, "wpu_real": 64}
     chosen = make_cfg("data=tofu", "eval.max_new_tokens=64", tiny=False).eval.max_new_tokens
     assert chosen == 64
 

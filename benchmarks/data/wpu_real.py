@@ -335,34 +335,33 @@ def forget_persons(persons: Sequence[str], forget_set: str, n_holdout: int) -> l
     return list(persons[n * (k - 1) : n * k])
 
 
-@DATASETS.register("wpu_real")
-def load_wpu_real(cfg: Any) -> UnlearningData:
-    facts = read_facts(data_path(cfg.path, "the WPU questions file"))
-    persons = list(dict.fromkeys(f.person for f in facts))
-    forgotten = forget_persons(persons, cfg.forget_set, cfg.n_holdout_persons)
-    held_out = (
-        set(persons[len(persons) - cfg.n_holdout_persons :]) if cfg.n_holdout_persons else set()
+def _answer_sharing(
+    forget: Sequence[Fact], kept: Sequence[Fact], general: Sequence[QARecord], per_fact: int
+) -> list[QARecord]:
+    """Per forget question, up to ``per_fact`` kept questions and as many world facts whose true
+    answer is its answer, or a part or alias of it; each question once."""
+    sources = (
+        [k.record("answer_sharing_retain") for k in kept],
+        [replace(g, role="answer_sharing_retain") for g in general],
     )
-    forget = [f for f in facts if f.person in forgotten]
-    kept = [f for f in facts if f.person not in forgotten and f.person not in held_out]
-    general = (
-        world_facts(data_path(cfg.world_facts, "the world facts file")) if cfg.world_facts else []
-    )
-
     taken: set[str] = set()
     sharing: list[QARecord] = []
     for fact in forget:
-        found = [k for k in kept if k.id not in taken and shares_answer(fact.answer, k.answer)][
-            : cfg.answer_sharing_per_fact
-        ]
-        found_general = [
-            g for g in general if g.id not in taken and shares_answer(fact.answer, g.answer)
-        ][: cfg.answer_sharing_per_fact]
-        taken.update(k.id for k in found)
-        taken.update(g.id for g in found_general)
-        sharing += [k.record("answer_sharing_retain") for k in found]
-        sharing += [replace(g, role="answer_sharing_retain") for g in found_general]
+        for source in sources:
+            found = [
+                r for r in source if r.id not in taken and shares_answer(fact.answer, r.answer)
+            ][:per_fact]
+            taken.update(r.id for r in found)
+            sharing += found
+    return sharing
 
+
+def _hard_retain(
+    forget: Sequence[Fact], kept: Sequence[Fact], per_fact: int, min_similarity: float
+) -> list[QARecord]:
+    """Per forget question, up to ``per_fact`` kept questions of the same relation (the most
+    similar first, the file's order breaking ties), whose answer is another; each once."""
+    taken: set[str] = set()
     hard: list[QARecord] = []
     for fact in forget:
         asked = _relation(fact)
@@ -371,24 +370,49 @@ def load_wpu_real(cfg: Any) -> UnlearningData:
             for index, k in enumerate(kept)
             if k.id not in taken and not shares_answer(fact.answer, k.answer)
         ]
-        best = sorted(scored, key=lambda s: s[:2], reverse=True)[: cfg.hard_retain_per_fact]
-        for similarity, _, k in best:
-            if similarity >= cfg.hard_retain_min_similarity:
+        for similarity, _, k in sorted(scored, key=lambda s: s[:2], reverse=True)[:per_fact]:
+            if similarity >= min_similarity:
                 taken.add(k.id)
                 hard.append(k.record("hard_retain"))
+    return hard
 
-    rest = [k for k in kept if k.id not in taken]
+
+def _round_robin(facts: Sequence[Fact]) -> list[Fact]:
+    """Every person's first question, then every person's second, ...: a few span many persons."""
     depth: Counter[str] = Counter()
     ranked = []
-    for index, k in enumerate(rest):
-        ranked.append((depth[k.person], index, k))
-        depth[k.person] += 1
-    retain = [k.record("retain") for _, _, k in sorted(ranked, key=lambda r: r[:2])]
+    for index, fact in enumerate(facts):
+        ranked.append((depth[fact.person], index, fact))
+        depth[fact.person] += 1
+    return [fact for _, _, fact in sorted(ranked, key=lambda r: r[:2])]
+
+
+@DATASETS.register("wpu_real")
+def load_wpu_real(cfg: Any) -> UnlearningData:
+    facts = read_facts(data_path(cfg.path, "the WPU questions file"))
+    persons = list(dict.fromkeys(f.person for f in facts))
+    forgotten = forget_persons(persons, cfg.forget_set, cfg.n_holdout_persons)
+    held_out = set(persons[len(persons) - cfg.n_holdout_persons :])
+    forget = [f for f in facts if f.person in forgotten]
+    kept = [f for f in facts if f.person not in forgotten and f.person not in held_out]
+    general = (
+        world_facts(data_path(cfg.world_facts, "the world facts file")) if cfg.world_facts else []
+    )
+    sharing = _answer_sharing(forget, kept, general, cfg.answer_sharing_per_fact)
+    taken = {r.id for r in sharing}
+    hard = _hard_retain(
+        forget,
+        [k for k in kept if k.id not in taken],
+        cfg.hard_retain_per_fact,
+        cfg.hard_retain_min_similarity,
+    )
+    taken |= {r.id for r in hard}
+    retain = _round_robin([k for k in kept if k.id not in taken])
     records = [
         *(f.record("forget") for f in forget),
         *sharing,
         *hard,
-        *retain[: cfg.n_retain],
+        *(k.record("retain") for k in retain[: cfg.n_retain]),
         *(f.record("holdout") for f in facts if f.person in held_out),
         *[g for g in general if g.id not in taken][: cfg.n_general_retain],
     ]
