@@ -28,7 +28,7 @@ from benchmarks.estimate import job_estimate
 from benchmarks.evaluation.evaluate import evaluate_model
 from benchmarks.evaluation.selection import SelectionError, objective
 from benchmarks.evaluation.suite import ModelRun, check_suite, run_suite
-from benchmarks.heldout import fill_paraphrases
+from benchmarks.heldout import fill_paraphrases, wanted
 from benchmarks.methods import METHODS, JobContext, save_unlearned
 from benchmarks.models import cache_dir, load_model, use_cpu_threads
 from benchmarks.prompting import TRUNCATED, Prompter
@@ -313,8 +313,10 @@ def _run(
         base, tokenizer = load_model(cfg.model, cache, cfg.device)
     with timer("load_data"):
         data = load_data(cfg.data)
-    with timer("heldout_paraphrases"):  # by the base model, before the target learns the facts
-        data, paraphrases = fill_paraphrases(base, tokenizer, data, cfg, cache)
+    paraphrases = None
+    if wanted(cfg.data):  # written by the base model, before the target learns the facts
+        with timer("heldout_paraphrases"):
+            data, paraphrases = fill_paraphrases(base, tokenizer, data, cfg, cache)
     if estimate or (estimate is None and next(base.parameters()).device.type == "cuda"):
         try:
             print(job_estimate(base, tokenizer, data, cfg), flush=True)

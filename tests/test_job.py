@@ -32,7 +32,7 @@ NO_SUITE = "eval.suite=[]"
 #: The default views the data has questions for: forget and the dev and test halves of the rest.
 VIEWS = {"forget"} | {
     f"{base}_{part}"
-    for base in ("forget_paraphrased", "hard_retain", "general_retain")
+    for base in ("forget_paraphrased", "hard_retain", "answer_sharing_retain", "general_retain")
     for part in ("dev", "test")
 }
 KEPT = {"forget_facts_retained_dev", "forget_facts_retained_test"}
