@@ -37,6 +37,7 @@ from benchmarks.target import (
     prepare_target,
     reference_results,
     target_cache_path,
+    with_unknown_counts,
 )
 from benchmarks.tracking import Tracker, record, write_results
 from benchmarks.tuning import apply_tuned
@@ -326,6 +327,7 @@ def _run(
             target_metrics, target_rows = evaluate_target(
                 target, tokenizer, data, cfg.eval, prompter, target_info, cache
             )
+            target_metrics = with_unknown_counts(target_metrics, target_info)
     method = METHODS.get(cfg.method.name)(cfg.method)
 
     def load_base() -> Any:
@@ -357,6 +359,7 @@ def _run(
         metrics, rows = evaluate_model(
             unlearned.model, tokenizer, data, cfg.eval, unlearned.prompter, "unlearned"
         )
+        metrics = with_unknown_counts(metrics, target_info)
     with timer("suite/reference"):
         reference = reference_results(cfg, data, cache=cache, prompter=prompter, log_fn=tracker.log)
     suite = run_suite(
