@@ -1,4 +1,5 @@
-"""The short report a job prints: view × metric with each view's question count n, the WPU
+"""The short report a job prints: view × metric with each view's question count n (and
+n_unknown, its questions on facts the target does not know), what the target knows, the WPU
 criteria, TOFU's metrics and the MIA AUCs and privleak with their intervals, target → unlearned.
 It reports the test halves of the split views (benchmarks/data/split.py); their dev halves, which
 selection reads, stay in results.json only."""

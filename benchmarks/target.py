@@ -378,15 +378,20 @@ def _unknown_lines(knowledge: Knowledge) -> str:
 
 
 def gate_verdict(
-    record: dict[str, Any], gate_cfg: Any, data: UnlearningData, views: Sequence[str]
+    record: dict[str, Any],
+    gate_cfg: Any,
+    data: UnlearningData,
+    views: Sequence[str],
+    source: Path,
 ) -> tuple[dict[str, Any], Knowledge]:
-    """The target's ``gate`` and ``knowledge`` entries of ``results.json`` from the gate's record;
-    a loud warning naming the facts it does not know, and per ``gate.on_fail`` an error or a
-    second warning when a split stays below ``gate.min_known_share``."""
+    """The target's ``gate`` and ``knowledge`` entries of ``results.json`` from the gate's record
+    (kept in ``source``, the target's directory); a loud warning naming the facts it does not know,
+    and per ``gate.on_fail`` an error or a second warning when a split stays below
+    ``gate.min_known_share``."""
     knowledge = Knowledge(**record["knowledge"])
     short = knowledge.short_of(gate_cfg.min_known_share)
     gate = {k: v for k, v in record.items() if k != "knowledge"}
-    gate |= {"min_known_share": gate_cfg.min_known_share, "passed": not short}
+    gate["min_known_share"] = gate_cfg.min_known_share
     entry = {
         **asdict(knowledge),
         "known_only": bool(gate_cfg.known_only),
@@ -419,7 +424,7 @@ def gate_verdict(
             f"(recipe {record['recipe_epochs']} + target.gate.max_extra_epochs="
             f"{gate_cfg.max_extra_epochs}); the unlearning of facts it never knew measures "
             "nothing. Raise target.gate.max_extra_epochs or target.train.lr, check the "
-            "unknown facts' answers (results.json: target.knowledge.unknown), or lower "
+            f"unknown facts' answers (the log; {source / GATE_FILE}), or lower "
             "target.gate.min_known_share"
         )
         if gate_cfg.on_fail == "error":
@@ -484,7 +489,7 @@ def prepare_target(
     info: dict[str, Any] = {"kind": "finetune", "path": str(path)}
     if record is None:
         return model, data, info
-    entries, knowledge = gate_verdict(record, cfg.target.gate, data, cfg.eval.views)
+    entries, knowledge = gate_verdict(record, cfg.target.gate, data, cfg.eval.views, path)
     info |= entries
     if cfg.target.gate.known_only and knowledge.unknown:
         data = keep_known(

@@ -77,7 +77,7 @@ def test_a_threshold_of_zero_stops_at_the_first_check(
     gate = info["gate"]
     assert trainings == ["target"], "the recipe alone: no extra epoch"
     assert len(gate["checks"]) == 1 and gate["epochs"] == gate["recipe_epochs"] == 1
-    assert gate["reached"] and gate["passed"] and "warning" not in gate
+    assert gate["reached"] and "warning" not in gate
     # Met, yet what the target does not know is still measured and listed.
     assert {f["id"] for f in info["knowledge"]["unknown"]} == measured_ids(cfg)
 
@@ -96,7 +96,7 @@ def test_an_unmet_threshold_trains_to_the_cap_lists_the_unknown_facts_and_warns(
     assert trainings == ["target", "target/gate"]
     # One check after the recipe, one after each extra epoch: the cap is 1 + 2 epochs.
     assert [c["epochs"] for c in gate["checks"]] == [1, 2, 3] and gate["epochs"] == 3
-    assert not gate["reached"] and not gate["passed"]
+    assert not gate["reached"]
     assert "min_known_share=1.0" in gate["warning"] and "forget 0/5" in gate["warning"]
     unknown = {f["id"]: f for f in knowledge["unknown"]}
     assert set(unknown) == measured_ids(cfg)
@@ -173,6 +173,7 @@ def test_on_fail_error_fails_the_job_and_says_why_and_warn_goes_on_and_says_so(
     make_cfg: Callable[..., DictConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     trainings = count_trainings(monkeypatch)
+    monkeypatch.setenv("UNSTAR_BENCH_CACHE", str(tmp_path / "cache"))  # this test's target alone
     unmet = (*GATED, *QUICK_JOB, "eval=quick", "target.gate.min_known_share=1.0",
              "target.gate.max_extra_epochs=1")  # fmt: skip
     failed = run_job(make_cfg(*unmet, "target.gate.on_fail=error"), tmp_path / "error",
@@ -181,6 +182,7 @@ def test_on_fail_error_fails_the_job_and_says_why_and_warn_goes_on_and_says_so(
     assert failed["status"] == saved["status"] == "failed"
     assert saved["error"].startswith("KnowledgeGateError: the target knows less than "
                                      "target.gate.min_known_share=1.0 of forget 0/5")  # fmt: skip
+    assert f"{gated_target(tmp_path / 'cache')}/{GATE_FILE}" in saved["error"], "where they are"
     # The gated target is cached before the verdict: on_fail=warn reuses it and goes on.
     warned = run_job(make_cfg(*unmet, "target.gate.on_fail=warn"), tmp_path / "warn")
     assert trainings == ["target", "target/gate"]
@@ -189,6 +191,12 @@ def test_on_fail_error_fails_the_job_and_says_why_and_warn_goes_on_and_says_so(
         forget = warned["metrics"][model]["forget"]
         assert forget["n"] == forget["n_unknown"] == 5, "known_only=false: counted among n"
     assert "n_unknown" in summary_table(warned)
+
+
+def gated_target(cache: Path) -> Path:
+    """The one gated target a test built in its cache."""
+    (target,) = (cache / "targets").glob("target-*")
+    return target
 
 
 #: A forget fact and a hard-retain fact of forget_1 the target is made not to know.
@@ -215,7 +223,7 @@ def test_the_facts_a_target_does_not_know_leave_every_view_and_are_counted(
     results = run_job(cfg, tmp_path / "known")
     knowledge = results["target"]["knowledge"]
     assert {f["id"] for f in knowledge["unknown"]} == unknown and knowledge["known_only"]
-    assert results["target"]["gate"]["passed"] and results["target"]["gate"]["epochs"] == 1
+    assert results["target"]["gate"]["reached"] and results["target"]["gate"]["epochs"] == 1
     asked = {row["id"] for row in results["generations"]}  # every view and every attack
     assert asked and not asked & unknown
     assert results["data"]["counts"]["forget"] == len(full.forget) - 1
