@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import signal
@@ -220,14 +221,22 @@ NOT_RESULT_SHAPING = ("tracking", "cache_dir", "force", "tuned_dir")
 
 def job_key(config: dict[str, Any]) -> str:
     """The identity of a job's results: a hash of its resolved config, less where it logs, and of
-    the harness code, so that results of an older version are not reused after an update; and of
-    the files of a checkpoint it evaluates (``method=none method.checkpoint=DIR``), so that a
-    model saved anew in the same directory is evaluated anew."""
+    the harness code, so that results of an older version are not reused after an update; of the
+    data file a user names (``data.path``), so that an edited file is evaluated anew; and of the
+    files of a checkpoint it evaluates (``method=none method.checkpoint=DIR``), so that a model
+    saved anew in the same directory is evaluated anew."""
     shaping = {k: v for k, v in config.items() if k not in NOT_RESULT_SHAPING}
+    stamps = [_data_file_hash(config.get("data") or {})]
     checkpoint = (config.get("method") or {}).get("checkpoint")
     if checkpoint:
-        return fingerprint(shaping, harness_code(), _files_stamp(Path(checkpoint).expanduser()))
-    return fingerprint(shaping, harness_code())
+        stamps.append(_files_stamp(Path(checkpoint).expanduser()))
+    return fingerprint(shaping, harness_code(), *stamps)
+
+
+def _data_file_hash(data: dict[str, Any]) -> str | None:
+    """The SHA-256 of the data file ``data.path`` names, where it names one (QA files are small)."""
+    path = Path(str(data.get("path") or "")).expanduser()
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
 def _files_stamp(directory: Path) -> list[tuple[str, int, int]]:
