@@ -106,6 +106,27 @@ class MethodConfig(TrainConfig):
 
 
 @dataclass
+class GateConfig:
+    """target=finetune's knowledge gate (benchmarks/target.py): train until the target knows the
+    taught facts, up to a cap, and say which it does not."""
+
+    enabled: bool = knob(True, "measure and gate the target (false: the recipe alone, unmeasured)")
+    min_known_share: float = knob(
+        0.9, "share of each taught split the target must know: stop there; below it at the cap: "
+        "on_fail", ge=0, le=1,
+    )  # fmt: skip
+    max_extra_epochs: int = knob(7, "epochs the gate may add after the recipe's: the cap", ge=0)
+    check_every: int | None = knob(
+        None, "optimizer steps between checks in the extra epochs (null: each epoch)", ge=1
+    )
+    on_fail: str = knob("warn", "below min_known_share at the cap: stop the job, or go on loudly",
+                        choices=("error", "warn"))  # fmt: skip
+    known_only: bool = knob(
+        True, "the task keeps the facts the target knows (false: all, unknown ones counted)"
+    )
+
+
+@dataclass
 class TargetConfig:
     """The model to unlearn from (benchmarks/target.py)."""
 
@@ -114,6 +135,7 @@ class TargetConfig:
     seed: int = knob(0, "the target fine-tune's seed (a seed sweep shares one target)", ge=0)
     train_paraphrases: bool = knob(True, "also teach the dataset's paraphrases")
     train: TrainConfig = knob(help="the target fine-tune", default_factory=TrainConfig)
+    gate: GateConfig = knob(help="target=finetune: the knowledge gate", default_factory=GateConfig)
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import signal
@@ -38,6 +39,7 @@ from benchmarks.target import (
     prepare_target,
     reference_results,
     target_cache_path,
+    with_unknown_counts,
 )
 from benchmarks.tracking import Tracker, record, write_results
 from benchmarks.tuning import apply_tuned
@@ -220,14 +222,22 @@ NOT_RESULT_SHAPING = ("tracking", "cache_dir", "force", "tuned_dir")
 
 def job_key(config: dict[str, Any]) -> str:
     """The identity of a job's results: a hash of its resolved config, less where it logs, and of
-    the harness code, so that results of an older version are not reused after an update; and of
-    the files of a checkpoint it evaluates (``method=none method.checkpoint=DIR``), so that a
-    model saved anew in the same directory is evaluated anew."""
+    the harness code, so that results of an older version are not reused after an update; of the
+    data file a user names (``data.path``), so that an edited file is evaluated anew; and of the
+    files of a checkpoint it evaluates (``method=none method.checkpoint=DIR``), so that a model
+    saved anew in the same directory is evaluated anew."""
     shaping = {k: v for k, v in config.items() if k not in NOT_RESULT_SHAPING}
+    stamps = [_data_file_hash(config.get("data") or {})]
     checkpoint = (config.get("method") or {}).get("checkpoint")
     if checkpoint:
-        return fingerprint(shaping, harness_code(), _files_stamp(Path(checkpoint).expanduser()))
-    return fingerprint(shaping, harness_code())
+        stamps.append(_files_stamp(Path(checkpoint).expanduser()))
+    return fingerprint(shaping, harness_code(), *stamps)
+
+
+def _data_file_hash(data: dict[str, Any]) -> str | None:
+    """The SHA-256 of the data file ``data.path`` names, where it names one (QA files are small)."""
+    path = Path(str(data.get("path") or "")).expanduser()
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
 def _files_stamp(directory: Path) -> list[tuple[str, int, int]]:
@@ -331,6 +341,7 @@ def _run(
             target_metrics, target_rows = evaluate_target(
                 target, tokenizer, data, cfg.eval, prompter, target_info, cache
             )
+            target_metrics = with_unknown_counts(target_metrics, target_info)
     method = METHODS.get(cfg.method.name)(cfg.method)
 
     def load_base() -> Any:
@@ -362,6 +373,7 @@ def _run(
         metrics, rows = evaluate_model(
             unlearned.model, tokenizer, data, cfg.eval, unlearned.prompter, "unlearned"
         )
+        metrics = with_unknown_counts(metrics, target_info)
     with timer("suite/reference"):
         reference = reference_results(cfg, data, cache=cache, prompter=prompter, log_fn=tracker.log)
     suite = run_suite(

@@ -1,4 +1,5 @@
-"""The short report a job prints: view × metric with each view's question count n, the WPU
+"""The short report a job prints: view × metric with each view's question count n (and
+n_unknown, its questions on facts the target does not know), what the target knows, the WPU
 criteria, TOFU's metrics and the MIA AUCs and privleak with their intervals, target → unlearned.
 It reports the test halves of the split views (benchmarks/data/split.py); their dev halves, which
 selection reads, stay in results.json only."""
@@ -10,6 +11,10 @@ from typing import Any
 from tabulate import tabulate
 
 from benchmarks.data.split import parse_view
+
+#: Each view's question counts, before its metrics: ``n`` asked, ``n_unknown`` asking facts the
+#: target does not know (benchmarks/target.py: left out of ``n`` with ``target.gate.known_only``).
+COUNTS = ("n", "n_unknown")
 
 
 def _value(value: float | None) -> str:
@@ -29,8 +34,9 @@ def _interval(ci: dict[str, float] | None, digits: int) -> str:
 def _table(
     target: dict[str, dict[str, float]], unlearned: dict[str, dict[str, float]], title: str
 ) -> str:
-    metrics = sorted({m for row in target.values() for m in row} - {"n"})
-    columns = ["n", *metrics] if any("n" in row for row in target.values()) else metrics
+    counts = [c for c in COUNTS if any(c in row for row in target.values())]
+    metrics = sorted({m for row in target.values() for m in row} - set(COUNTS))
+    columns = [*counts, *metrics]
     rows = [
         [name, *(_arrow(values.get(c), unlearned.get(name, {}).get(c)) for c in columns)]
         for name, values in target.items()
@@ -121,6 +127,9 @@ def print_summary(results: dict[str, Any]) -> None:
         print(f"\n{name}: FAILED — {results.get('error')}")
         return
     print(f"\n{name} on {results['data']['name']}:\n{summary_table(results)}")
+    knowledge = _knowledge(results)
+    if knowledge:
+        print(knowledge)
     if results.get("criteria"):
         print(f"\n{criteria_table(results)}")
     if results.get("tofu"):
@@ -134,6 +143,23 @@ def print_summary(results: dict[str, Any]) -> None:
     for line in (_stopping(results), _costs(results), _selection(results)):
         if line:
             print(line)
+
+
+def _knowledge(results: dict[str, Any]) -> str:
+    """What the target knows per split, after how many epochs, and the gate's warning."""
+    target = results.get("target") or {}
+    knowledge, gate = target.get("knowledge"), target.get("gate")
+    if not knowledge:
+        return ""
+    known = ", ".join(f"{role} {s['known']}/{s['n']}" for role, s in knowledge["splits"].items())
+    line = f"target knows: {known}"
+    if gate:
+        line += f" after {gate['epochs']:g} epochs (recipe {gate['recipe_epochs']:g})"
+    if knowledge["unknown"]:
+        how = "left out" if knowledge["known_only"] else "kept in the views"
+        line += f"; {len(knowledge['unknown'])} unknown facts {how} (n_unknown)"
+    warning = (gate or {}).get("warning")
+    return f"{line}\nWARNING: {warning}" if warning else line
 
 
 def _stopping(results: dict[str, Any]) -> str:

@@ -2,28 +2,44 @@
 
 ``target=finetune`` teaches the base model every question of the task (the TOFU protocol; not
 the holdout, nor TOFU's real authors and world facts) and, on demand, a retain-only reference
-model that never saw the forget set (TOFU's forget quality compares against it). ``target=base`` unlearns what the model already knows, optionally keeping
-only the questions it answers correctly (``data.only_known``). Fine-tuned models are cached on
-disk under a hash of everything that shaped them, so a sweep builds each once.
+model that never saw the forget set (TOFU's forget quality compares against it). Its knowledge
+gate (``target.gate``) trains the recipe, checks what the model knows, and trains on, checked each
+epoch, until every taught split reaches ``min_known_share`` or the cap; the facts it still does not
+know are listed and, by default, leave the task. ``target=base`` unlearns what the model already
+knows, optionally keeping only the questions it answers (``data.only_known``). Both decide what a
+model knows with one function (:func:`measure_knowledge`) and drop what it does not in one place
+(:func:`keep_known`). Fine-tuned models are cached on disk under a hash of everything that shaped
+them (the gate's settings too), with the gate's record beside the weights, so a sweep builds each
+once.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable
-from dataclasses import asdict
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import OmegaConf
-from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    TrainerCallback,
+)
 
 from benchmarks.cache import atomic_dir, cached_json, fingerprint
 from benchmarks.data.records import DataError, QARecord, UnlearningData
-from benchmarks.evaluation.evaluate import evaluate_model
-from benchmarks.evaluation.generation import generate
+from benchmarks.data.split import paraphrases_in
+from benchmarks.evaluation.evaluate import eval_items, evaluate_model
 from benchmarks.evaluation.leak import LeakTest
+from benchmarks.evaluation.metrics import rougeL_recall
 from benchmarks.evaluation.privacy import auc, forget_vs_holdout_scores
+from benchmarks.evaluation.selection import probe
 from benchmarks.models import load_model, resolve_device
 from benchmarks.prompting import Prompter
 from benchmarks.training import Pair, nll_loss, train
@@ -56,55 +72,366 @@ def finetuned(
     seed: int,
     prompter: Prompter,
     kind: str,
+    eval_cfg: Any,
     log_fn: Callable[[dict[str, float]], None] | None = None,
-) -> tuple[PreTrainedModel, Path]:
-    """``base`` fine-tuned on ``records``, from the cache when the same inputs built it before."""
+) -> tuple[PreTrainedModel, Path, dict[str, Any] | None]:
+    """``base`` fine-tuned on ``records``, from the cache when the same inputs built it before,
+    and the knowledge gate's record (None: ``target.gate.enabled=false``, the recipe alone). The
+    gate measures knowledge as ``eval_cfg`` evaluates (answer length, leak test)."""
     train_cfg = OmegaConf.to_container(target_cfg.train, resolve=True)
-    key = fingerprint(
-        model_key, kind, train_cfg, seed, prompter.system_prompt, [asdict(r) for r in records]
-    )
-    path = cache / "targets" / f"{kind}-{key}"
-    if (path / "config.json").exists():
+    gated = bool(target_cfg.gate.enabled)
+    parts = [model_key, kind, train_cfg, seed, prompter.system_prompt, [asdict(r) for r in records]]
+    if gated:  # an ungated target keeps the key it had before the gate existed
+        parts.append(gate_key(target_cfg.gate, eval_cfg))
+    path = cache / "targets" / f"{kind}-{fingerprint(*parts)}"
+    if (path / "config.json").exists() and (not gated or (path / GATE_FILE).exists()):
         log.info("Using cached %s model %s", kind, path)
-        return AutoModelForCausalLM.from_pretrained(path).to(base.device).eval(), path
+        model = AutoModelForCausalLM.from_pretrained(path).to(base.device).eval()
+        record = json.loads((path / GATE_FILE).read_text("utf-8")) if gated else None
+        return model, path, record
     pairs = teaching_pairs(records, tokenizer, prompter, target_cfg.train_paraphrases)
-    model, _ = train(
-        base, tokenizer, pairs, [], nll_loss, target_cfg.train, seed=seed, phase=kind, log_fn=log_fn
-    )
+    record = None
+    if gated:
+        measured = [r for r in records if r.role not in UNGATED]
+        gate = KnowledgeGate(
+            measure=lambda model: measure_knowledge(
+                model, tokenizer, measured, eval_cfg, prompter, desc=f"{kind} gate: probe"
+            ),
+            min_share=target_cfg.gate.min_known_share,
+            every=target_cfg.gate.check_every,
+            label=kind,
+        )
+        model = train_gated(base, tokenizer, pairs, target_cfg, gate, seed=seed, phase=kind,
+                            log_fn=log_fn)  # fmt: skip
+        record = gate.record()
+    else:
+        model, _ = train(
+            base, tokenizer, pairs, [], nll_loss, target_cfg.train, seed=seed, phase=kind,
+            log_fn=log_fn,
+        )  # fmt: skip
     with atomic_dir(path) as tmp:
         model.save_pretrained(tmp)
-    return model, path
+        if record is not None:
+            (tmp / GATE_FILE).write_text(json.dumps(record, indent=1, ensure_ascii=False), "utf-8")
+    return model, path, record
 
 
-def known_only(
+# -- what a model knows ------------------------------------------------------------------------
+
+#: Taught roles the gate does not wait for: no view asks them (they train methods' retain terms).
+UNGATED = ("retain",)
+#: Roles ``data.only_known`` leaves whatever the base model knows: retain trains, holdout is MIA's.
+NOT_FILTERED = ("retain", "holdout")
+#: The gate's record beside a fine-tuned model's weights.
+GATE_FILE = "gate.json"
+#: Bumped when what the gate measures or records changes, so older gated targets are built anew.
+GATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Knowledge:
+    """Which of the facts asked a model knows. A fact (a record) is known when the evaluation's
+    leak test finds its gold answer in the greedy answer to its question and to each of its dev
+    paraphrases (never a test one): what the forget leak rate counts, so a known fact is one whose
+    forgetting the evaluation can see. ``splits``: per role, the facts asked (``n``), known, their
+    share and the mean ROUGE-L recall over the wordings asked; ``unknown``: each fact not known,
+    with the wording it missed and the model's answer to it."""
+
+    splits: dict[str, dict[str, Any]]
+    unknown: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def unknown_ids(self) -> set[str]:
+        return {fact["id"] for fact in self.unknown}
+
+    def short_of(self, share: float) -> dict[str, dict[str, Any]]:
+        """The splits whose known share is below ``share``."""
+        return {role: s for role, s in self.splits.items() if s["share"] < share}
+
+    def summary(self) -> str:
+        """``forget 9/10, hard_retain 5/5``: known of asked, per split."""
+        return ", ".join(f"{role} {s['known']}/{s['n']}" for role, s in self.splits.items())
+
+
+def measure_knowledge(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    data: UnlearningData,
+    records: Sequence[QARecord],
     eval_cfg: Any,
     prompter: Prompter,
-) -> UnlearningData:
-    """Keep the records the model answers correctly (per the leak test); retain and holdout stay."""
-    asked = [r for r in data.records if r.role not in ("retain", "holdout")]
-    answers = generate(
+    desc: str = "knowledge: probe",
+) -> Knowledge:
+    """What ``model`` knows of ``records``, asked as the evaluation asks (greedy answers of
+    ``eval.max_new_tokens``, the ``eval.leak`` test): the one definition the knowledge gate and
+    ``data.only_known`` share."""
+    asked = [(r, q) for r in records for q in (r.question, *paraphrases_in(r, "dev"))]
+    texts, leaks = probe(
         model,
         tokenizer,
-        [prompter(tokenizer, r.question) for r in asked],
+        [prompter(tokenizer, question) for _, question in asked],
+        [record.answer for record, _ in asked],
+        LeakTest.from_config(eval_cfg.leak),
         max_new_tokens=eval_cfg.max_new_tokens,
         batch_size=eval_cfg.batch_size,
-        desc="only_known: probe",
+        desc=desc,
     )
-    known = LeakTest.from_config(eval_cfg.leak).leaks(
-        [r.answer for r in asked], [a[0] for a in answers]
-    )
-    kept = {r.id for r, ok in zip(asked, known, strict=True) if ok}
-    records = [r for r in data.records if r.role in ("retain", "holdout") or r.id in kept]
+    missed: dict[str, dict[str, str]] = {}
+    recalls: dict[str, list[float]] = defaultdict(list)
+    for (record, question), text, leak in zip(asked, texts, leaks, strict=True):
+        recalls[record.role].append(rougeL_recall(record.answer, text))
+        if not leak and record.id not in missed:
+            missed[record.id] = {
+                "id": record.id,
+                "role": record.role,
+                "question": record.question,
+                "answer": record.answer,
+                "asked": question,
+                "generation": text,
+            }
+    splits = {}
+    for role in dict.fromkeys(r.role for r in records):
+        members = [r for r in records if r.role == role]
+        known = sum(r.id not in missed for r in members)
+        splits[role] = {
+            "n": len(members),
+            "known": known,
+            "share": known / len(members),
+            "rougeL_recall": float(np.mean(recalls[role])),
+        }
+    return Knowledge(splits, list(missed.values()))
+
+
+def keep_known(data: UnlearningData, knowledge: Knowledge, fix: str) -> UnlearningData:
+    """The task without the facts the model does not know: the one place they leave it, so that
+    methods, the evaluation, the suite families, the report and the analysis all see the same
+    facts, and the dev/test halves (benchmarks/data/split.py) are dealt on what stays for methods
+    and evaluation alike. ``fix`` says what to do when no forget fact is left."""
+    unknown = knowledge.unknown_ids
+    records = [r for r in data.records if r.id not in unknown]
     if not any(r.role == "forget" for r in records):
         raise DataError(
-            "data.only_known=true left no forget question: the base model knows none of them. "
-            "Use target=finetune so the model learns the facts first."
+            f"the model knows none of the {len(data.forget)} forget facts of {data.name!r}: "
+            f"nothing to unlearn. {fix}"
         )
-    log.info("only_known kept %d of %d evaluated questions", len(kept), len(asked))
     return data.with_records(records)
+
+
+def unknown_per_view(
+    data: UnlearningData, knowledge: Knowledge, views: Sequence[str]
+) -> dict[str, int]:
+    """How many questions of each view ask a fact the model does not know, as ``data`` (the whole
+    task) deals the views: left out of the view's ``n`` when they leave the task, else among it."""
+    unknown = knowledge.unknown_ids
+    counts = dict.fromkeys(views, 0)
+    for item in eval_items(data, tuple(views)):
+        counts[item.view] += item.record.id in unknown
+    return counts
+
+
+def with_unknown_counts(
+    metrics: dict[str, dict[str, float]], target_info: dict[str, Any]
+) -> dict[str, dict[str, float]]:
+    """Each view's metrics with ``n_unknown`` beside ``n`` where the target's knowledge was
+    measured (``target_info["knowledge"]``), so that every table shows what the view left out."""
+    counts = (target_info.get("knowledge") or {}).get("n_unknown") or {}
+    merged = dict(metrics)
+    for view, count in counts.items():
+        if view in metrics or count:
+            merged[view] = {"n": 0, **metrics.get(view, {}), "n_unknown": count}
+    return merged
+
+
+# -- the knowledge gate ------------------------------------------------------------------------
+
+
+@dataclass
+class KnowledgeGate(TrainerCallback):
+    """Check what the model in training knows (``measure``) and stop once every measured split's
+    known share reaches ``min_share``. It always checks the model a training ends with; while
+    ``active`` also each epoch, or every ``every`` optimizer steps. Like the stopping rule
+    (:class:`benchmarks.evaluation.selection.StopWhenForgotten`, which trains until nothing
+    leaks where this trains until enough does), one instance follows several trainings, whose
+    epochs and steps add up."""
+
+    measure: Callable[[Any], Knowledge]
+    min_share: float
+    every: int | None = None
+    label: str = "target"
+    active: bool = False
+    epochs: float = 0.0
+    steps: int = 0
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    last: Knowledge | None = None
+    recipe_epochs: float | None = None
+    _checked_at: int | None = field(default=None, repr=False)
+
+    @property
+    def reached(self) -> bool:
+        return self.last is not None and not self.last.short_of(self.min_share)
+
+    def check(self, model: Any, state: Any) -> bool:
+        """Measure, record and log; whether the gate is reached."""
+        self.last = self.measure(model)
+        self._checked_at = state.global_step
+        epochs = round(self.epochs + (state.epoch or 0.0), 3)
+        known = {role: s["known"] for role, s in self.last.splits.items()}
+        self.checks.append(
+            {"epochs": epochs, "steps": self.steps + state.global_step, "known": known}
+        )
+        log.info("%s gate at epoch %.2f: knows %s", self.label, epochs, self.last.summary())
+        return self.reached
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._checked_at = None
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.active and self.every and state.global_step % self.every == 0:
+            control.should_training_stop |= self.check(model, state)
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        if self.active and self.every is None and self._checked_at != state.global_step:
+            control.should_training_stop |= self.check(model, state)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        if self._checked_at != state.global_step:
+            self.check(model, state)
+        self.epochs += state.epoch or 0.0
+        self.steps += state.global_step
+        if self.recipe_epochs is None:
+            self.recipe_epochs = self.epochs
+
+    def record(self) -> dict[str, Any]:
+        """What the target's cache and ``results.json`` (``target.gate``) keep."""
+        assert self.last is not None, "the gate records after a training"
+        return {
+            "epochs": round(self.epochs, 3),
+            "recipe_epochs": self.recipe_epochs,
+            "steps": self.steps,
+            "reached": self.reached,
+            "checks": self.checks,
+            "knowledge": asdict(self.last),
+        }
+
+
+def train_gated(
+    base: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: list[Pair],
+    target_cfg: Any,
+    gate: KnowledgeGate,
+    *,
+    seed: int,
+    phase: str,
+    log_fn: Callable[[dict[str, float]], None] | None = None,
+) -> PreTrainedModel:
+    """The recipe (``target.train``) in full, then, while the gate is not reached, up to
+    ``target.gate.max_extra_epochs`` more, checked each epoch. The recipe trains exactly as it
+    would without the gate; the extra epochs are a second training with the recipe's settings:
+    the learning rate restarts at its peak and decays over the extra epochs (a warm restart),
+    and the optimizer's moments start anew."""
+    model, _ = train(
+        base, tokenizer, pairs, [], nll_loss, target_cfg.train, seed=seed, phase=phase,
+        log_fn=log_fn, callbacks=[gate],
+    )  # fmt: skip
+    extra = target_cfg.gate.max_extra_epochs
+    if gate.reached or not extra:
+        return model
+    gate.active = True
+    more = OmegaConf.merge(target_cfg.train, {"epochs": extra, "max_steps": None})
+    model, _ = train(
+        model, tokenizer, pairs, [], nll_loss, more, seed=seed, phase=f"{phase}/gate",
+        log_fn=log_fn, callbacks=[gate],
+    )  # fmt: skip
+    return model
+
+
+def gate_key(gate_cfg: Any, eval_cfg: Any) -> dict[str, Any]:
+    """What shapes a gated target beyond its recipe: when the gate stops, and how it measures
+    (the evaluation's answer length and leak test). ``on_fail`` and ``known_only`` act after
+    training, so changing them reuses the target."""
+    return {
+        "version": GATE_VERSION,
+        "min_known_share": gate_cfg.min_known_share,
+        "max_extra_epochs": gate_cfg.max_extra_epochs,
+        "check_every": gate_cfg.check_every,
+        "max_new_tokens": eval_cfg.max_new_tokens,
+        "leak": OmegaConf.to_container(eval_cfg.leak, resolve=True),
+    }
+
+
+class KnowledgeGateError(RuntimeError):
+    """The target knows less of a taught split than ``target.gate.min_known_share`` at the cap."""
+
+
+#: Unknown facts a log message names one by one; results.json lists them all.
+LISTED = 20
+
+
+def _unknown_lines(knowledge: Knowledge) -> str:
+    lines = [
+        f"  [{f['role']}] {f['id']}: {f['asked']!r} -> {f['answer']!r} (said {f['generation']!r})"
+        for f in knowledge.unknown[:LISTED]
+    ]
+    more = len(knowledge.unknown) - LISTED
+    return "\n".join(lines + ([f"  ... and {more} more (results.json: target.knowledge)"]
+                              if more > 0 else []))  # fmt: skip
+
+
+def gate_verdict(
+    record: dict[str, Any],
+    gate_cfg: Any,
+    data: UnlearningData,
+    views: Sequence[str],
+    source: Path,
+) -> tuple[dict[str, Any], Knowledge]:
+    """The target's ``gate`` and ``knowledge`` entries of ``results.json`` from the gate's record
+    (kept in ``source``, the target's directory); a loud warning naming the facts it does not know,
+    and per ``gate.on_fail`` an error or a second warning when a split stays below
+    ``gate.min_known_share``."""
+    knowledge = Knowledge(**record["knowledge"])
+    short = knowledge.short_of(gate_cfg.min_known_share)
+    gate = {k: v for k, v in record.items() if k != "knowledge"}
+    gate["min_known_share"] = gate_cfg.min_known_share
+    entry = {
+        **asdict(knowledge),
+        "known_only": bool(gate_cfg.known_only),
+        "n_unknown": unknown_per_view(data, knowledge, views),
+    }
+    if knowledge.unknown:
+        where = (
+            "they leave the task (target.gate.known_only=true): methods and every view skip them, "
+            "each view's n_unknown counts them"
+            if gate_cfg.known_only
+            else "they stay in the task (target.gate.known_only=false), counted in each view's "
+            "n_unknown"
+        )
+        log.warning(
+            "THE TARGET DOES NOT KNOW %d of the %d facts it was taught and is asked (after %s "
+            "epochs); %s:\n%s",
+            len(knowledge.unknown),
+            sum(s["n"] for s in knowledge.splits.values()),
+            record["epochs"],
+            where,
+            _unknown_lines(knowledge),
+        )
+    if short:
+        below = ", ".join(
+            f"{role} {s['known']}/{s['n']} ({s['share']:.0%})" for role, s in short.items()
+        )
+        message = (
+            f"the target knows less than target.gate.min_known_share="
+            f"{gate_cfg.min_known_share} of {below} after {record['epochs']} epochs, the cap "
+            f"(recipe {record['recipe_epochs']} + target.gate.max_extra_epochs="
+            f"{gate_cfg.max_extra_epochs}); the unlearning of facts it never knew measures "
+            "nothing. Raise target.gate.max_extra_epochs or target.train.lr, check the "
+            f"unknown facts' answers (the log; {source / GATE_FILE}), or lower "
+            "target.gate.min_known_share"
+        )
+        if gate_cfg.on_fail == "error":
+            raise KnowledgeGateError(f"{message}; target.gate.on_fail=warn goes on regardless.")
+        gate["warning"] = message
+        log.warning("KNOWLEDGE GATE FAILED (target.gate.on_fail=warn, going on): %s", message)
+    return {"gate": gate, "knowledge": entry}, knowledge
 
 
 def prepare_target(
@@ -117,14 +444,36 @@ def prepare_target(
     prompter: Prompter,
     log_fn: Callable[[dict[str, float]], None] | None = None,
 ) -> tuple[PreTrainedModel, UnlearningData, dict[str, Any]]:
-    """The target model, the data it is evaluated on, and where it came from."""
+    """The target model, the task it is unlearned and evaluated on (without the facts it does
+    not know: ``data.only_known`` for the base model, ``target.gate.known_only`` for a fine-tuned
+    one), and where it came from, with what it knows."""
     if cfg.target.kind == "base":
-        if cfg.data.get("only_known"):
-            data = known_only(base, tokenizer, data, cfg.eval, prompter)
-        return base, data, {"kind": "base"}
+        if not cfg.data.get("only_known"):
+            return base, data, {"kind": "base"}
+        asked = [r for r in data.records if r.role not in NOT_FILTERED]
+        knowledge = measure_knowledge(
+            base, tokenizer, asked, cfg.eval, prompter, desc="only_known: probe"
+        )
+        info = {
+            "kind": "base",
+            "knowledge": {
+                **asdict(knowledge),
+                "known_only": True,
+                "n_unknown": unknown_per_view(data, knowledge, cfg.eval.views),
+            },
+        }
+        kept = keep_known(
+            data, knowledge, "Use target=finetune so the model learns the facts first."
+        )
+        log.info(
+            "only_known kept %d of %d evaluated questions",
+            len(asked) - len(knowledge.unknown),
+            len(asked),
+        )
+        return base, kept, info
     if cfg.target.kind != "finetune":
         raise ValueError(f"target.kind={cfg.target.kind!r}; choose base or finetune")
-    model, path = finetuned(
+    model, path, record = finetuned(
         base,
         tokenizer,
         taught(data),
@@ -134,9 +483,22 @@ def prepare_target(
         seed=cfg.target.seed,
         prompter=prompter,
         kind="target",
+        eval_cfg=cfg.eval,
         log_fn=log_fn,
     )
-    return model, data, {"kind": "finetune", "path": str(path)}
+    info: dict[str, Any] = {"kind": "finetune", "path": str(path)}
+    if record is None:
+        return model, data, info
+    entries, knowledge = gate_verdict(record, cfg.target.gate, data, cfg.eval.views, path)
+    info |= entries
+    if cfg.target.gate.known_only and knowledge.unknown:
+        data = keep_known(
+            data,
+            knowledge,
+            "Raise target.gate.max_extra_epochs or target.train.lr, or set "
+            "target.gate.known_only=false to evaluate the facts it does not know.",
+        )
+    return model, data, info
 
 
 #: Roles the target never learns: the holdout (MIA's never-seen questions), and TOFU's real
@@ -261,9 +623,10 @@ def retain_reference(
     log_fn: Callable[[dict[str, float]], None] | None = None,
 ) -> tuple[PreTrainedModel, Path]:
     """The base model fine-tuned on what the target learns but the forget set (TOFU's 'retain
-    model'), and where it is cached."""
+    model'), by the target's procedure (its recipe and knowledge gate, whose verdict nothing
+    reads: the reference is not unlearned), and where it is cached."""
     base, tokenizer = load_model(cfg.model, cache, cfg.device)
-    return finetuned(
+    model, path, _ = finetuned(
         base,
         tokenizer,
         [r for r in taught(data) if r.role != "forget"],
@@ -273,5 +636,7 @@ def retain_reference(
         seed=cfg.target.seed,
         prompter=prompter,
         kind="reference",
+        eval_cfg=cfg.eval,
         log_fn=log_fn,
     )
+    return model, path

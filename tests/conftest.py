@@ -21,10 +21,12 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 EXTERNAL = Path(__file__).resolve().parents[2] / "shared" / "external"
 
 #: Overrides that make a whole job take seconds: tiny model, one epoch, few questions, no W&B.
+#: The knowledge gate is off: a tiny random model learns no fact (tests/test_gate.py gates it).
 TINY = [
     "model=tiny_random",
     "tracking=none",
     "target.train.epochs=1",
+    "target.gate.enabled=false",
     "method.epochs=1",
     "data.n_retain=4",
     "data.n_general_retain=4",

@@ -180,6 +180,16 @@ def test_job_key_ignores_where_results_go_but_not_a_code_change(
     assert job_key(config) != before
 
 
+def test_job_key_follows_the_contents_of_the_users_data_file(tmp_path: Path) -> None:
+    data_file = tmp_path / "qa.csv"
+    data_file.write_text("question,answer\nQ?,A\n")
+    config = {"seed": 0, "data": {"name": "qa_file", "path": str(data_file)}}
+    before = job_key(config)
+    assert job_key(config) == before
+    data_file.write_text("question,answer\nQ?,B\n")
+    assert job_key(config) != before
+
+
 def test_interrupt_is_recorded_then_raised(
     make_cfg: Callable[..., DictConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

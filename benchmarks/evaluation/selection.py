@@ -66,6 +66,27 @@ def probe_views() -> tuple[str, ...]:
 # -- the stopping rule -----------------------------------------------------------------------
 
 
+def probe(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    golds: list[str],
+    leak_test: LeakTest,
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    desc: str,
+) -> tuple[list[str], list[bool]]:
+    """Greedy answers to ``prompts`` as the evaluation generates them, and whether each states its
+    gold answer under ``leak_test``: what the stopping rule counts down (a method trains until
+    nothing leaks) and the target's knowledge gate counts up (benchmarks/target.py)."""
+    answers = generate(
+        model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, desc=desc
+    )
+    texts = [a[0] for a in answers]
+    return texts, leak_test.leaks(golds, texts)
+
+
 @dataclass
 class StopWhenForgotten(TrainerCallback):
     """Every ``every`` optimizer steps, answer the probe questions greedily (the evaluation's answer
@@ -93,15 +114,17 @@ class StopWhenForgotten(TrainerCallback):
 
     def leaking(self, model: Any) -> int:
         """How many probe questions the model still answers with the gold answer."""
-        answers = generate(
+        _, leaks = probe(
             model,
             self.tokenizer,
             self.prompts,
+            self.golds,
+            self.leak_test,
             max_new_tokens=self.max_new_tokens,
             batch_size=self.batch_size,
             desc="stopping rule: probe",
         )
-        return sum(self.leak_test.leaks(self.golds, [a[0] for a in answers]))
+        return sum(leaks)
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.fired = False
