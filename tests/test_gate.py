@@ -25,6 +25,7 @@ from benchmarks.prompting import Prompter
 from benchmarks.report import summary_table
 from benchmarks.target import (
     GATE_FILE,
+    UNGATED,
     Knowledge,
     keep_known,
     prepare_target,
@@ -204,13 +205,14 @@ UNKNOWN = ("In which year was Albert Einstein born?", "Which river flows through
 
 
 def feign_knowledge(monkeypatch: pytest.MonkeyPatch, data: UnlearningData) -> set[str]:
-    """The leak test finds every gold answer but those of :data:`UNKNOWN`'s facts; their ids."""
+    """The leak test finds every gold answer but those of :data:`UNKNOWN`'s facts; the ids of the
+    facts the gate measures with those answers (the forget fact's answer-sharing question, whose
+    answer is the same, among them)."""
     chosen = [r for r in data.records if r.question.startswith(UNKNOWN)]
     golds = {r.answer for r in chosen}
     assert len(chosen) == 2 and {r.role for r in chosen} == {"forget", "hard_retain"}
-    assert all(sum(r.answer == g for r in data.records) == 1 for g in golds), "answers unique"
     monkeypatch.setattr(LeakTest, "leaks", lambda self, gs, texts: [g not in golds for g in gs])
-    return {r.id for r in chosen}
+    return {r.id for r in taught(data) if r.answer in golds and r.role not in UNGATED}
 
 
 def test_the_facts_a_target_does_not_know_leave_every_view_and_are_counted(
