@@ -15,8 +15,9 @@ the least time those forwards could take here. It prints a table and writes
 ``outputs/speed/<time>/speed.json``; the job's own results are in the same directory.
 
 ``--curve`` runs UnSTAR and gradient ascent on wpu_mini forget sets of 2, 5 and 20 persons (10, 25
-and 100 forget questions; ``--sets`` and ``--methods`` choose others, e.g. the real WPU data) and
-tabulates each job's phases against the number of forget questions (``curve.json``).
+and 100 forget questions; ``--sets`` and ``--methods`` choose others, e.g. ``--sets "data=wpu_real
+data.forget_set=forget_25_1"`` for real WPU persons) and tabulates each job's phases against the
+number of forget questions (``curve.json``).
 
 ``--check`` runs the shared-prefix passes (:mod:`benchmarks.prefix`) and the plain ones in
 alternation on the job's target model (the evaluation's greedy answers and scores, UnSTAR's
