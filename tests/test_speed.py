@@ -266,7 +266,8 @@ def test_the_cost_curve_profiles_each_job(tmp_path: Path) -> None:
     assert point["forget_questions"] == 5 and point["method"] == "grad_ascent"
     record = json.loads((tmp_path / "grad_ascent-forget_1" / "speed.json").read_text())
     rows = record["rows"]
-    assert {"target fine-tune", "method: training", "evaluation generation"} <= set(rows)
+    # The target may come from the session's cache: its fine-tune row is there when it ran.
+    assert {"method: training", "evaluation generation", "evaluation scoring"} <= set(rows)
     # The ledger's training tokens are the job's own counts.
     assert rows["method: training"]["train_tokens"] == record["costs"]["unlearn"]["train_tokens"]
     timed = sum(r["seconds"] for name, r in rows.items() if "·" in name)
