@@ -230,7 +230,7 @@ class DataConfig:
 
 @dataclass
 class WpuMiniConfig(DataConfig):
-    forget_set: str = knob("forget_2", "forget_1 | forget_2 | forget_5 | forget_facts")
+    forget_set: str = knob("forget_2", "forget_1 | forget_2 | forget_5 | forget_<k> | forget_facts")
     facts_persons: int = knob(2, "forget_facts: persons who lose some facts", ge=1)
     facts_per_person: int = knob(2, "forget_facts: facts each of them loses", ge=1)
     n_retain: int | None = knob(

@@ -60,13 +60,16 @@ def prompts(model: Model) -> list[str]:
 
 def test_batched_greedy_generation_equals_one_at_a_time(model: Model, prompts: list[str]) -> None:
     batched = generate(*model, prompts, max_new_tokens=8, batch_size=3)
+    plain = generate(*model, prompts, max_new_tokens=8, batch_size=3, share_prefix=False)
     single = [generate(*model, [p], max_new_tokens=8, batch_size=1)[0] for p in prompts]
-    assert batched == single
+    assert batched == plain == single
     assert all(texts[0] for texts in batched) and len({t[0] for t in batched}) == len(prompts)
 
-    # Control: right padding does change the output, so the comparison above can see padding.
+    # Control: right padding does change the plain batches' output, so the comparison above can
+    # see padding (the shared-prefix batches lay out their own padding, on the left).
     model[1].padding_side = "right"
-    assert generate(*model, prompts, max_new_tokens=8, batch_size=4) != single
+    assert generate(*model, prompts, max_new_tokens=8, batch_size=4, share_prefix=False) != single
+    assert generate(*model, prompts, max_new_tokens=8, batch_size=4) == single
 
 
 def test_answer_logprobs_batched_equal_one_at_a_time_and_cover_only_the_answer(

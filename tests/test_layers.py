@@ -24,7 +24,7 @@ LAYERS = (
         "benchmarks.costs",
     ),
     ("benchmarks.data",),
-    ("benchmarks.prompting", "benchmarks.models"),
+    ("benchmarks.prompting", "benchmarks.models", "benchmarks.prefix"),
     (
         "benchmarks.evaluation.leak",
         "benchmarks.evaluation.metrics",

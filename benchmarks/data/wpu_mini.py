@@ -1,24 +1,26 @@
 """``wpu_mini``: the embedded dataset of well-known persons (the WPU idea at laptop scale).
 
-Forget sets (``data.forget_set``) are chosen by person: ``forget_k`` forgets every fact of the
-first k persons and keeps questions on closely related entities (hard retain); ``forget_facts``
-forgets only some facts of a person and checks that the same person's other facts survive
-(fine-grained unlearning). Each forgotten fact has an answer-sharing retain question: about
-another subject, with the forgotten answer as its true answer ("What is the capital of
-Austria?" for the city where Mozart died). The ``holdout`` records hold facts of the last persons, whom neither
-forget nor retain touches: the target never learns them, so membership inference can tell them
-from the forget set.
+Forget sets (``data.forget_set``) are chosen by person: ``forget_k`` (any k from 1 while persons
+remain for the holdout) forgets every fact of the first k persons and keeps questions on closely
+related entities (hard retain); ``forget_facts`` forgets only some facts of a person and checks
+that the same person's other facts survive (fine-grained unlearning). Each forgotten fact has an
+answer-sharing retain question: about another subject, with the forgotten answer as its true answer
+("What is the capital of Austria?" for the city where Mozart died). The ``holdout`` records hold
+facts of the last persons, whom neither forget nor retain touches: the target never learns them, so
+membership inference can tell them from the forget set.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from importlib import resources
 from typing import Any
 
 from benchmarks.data.loaders import DATASETS
 from benchmarks.data.records import DataError, QARecord, UnlearningData
 
+#: The forget sets named in the config's help; ``forget_k`` takes any k (the cost curve: 20).
 FORGET_SETS = {"forget_1": 1, "forget_2": 2, "forget_5": 5}
 
 
@@ -54,10 +56,10 @@ def load_wpu_mini(cfg: Any) -> UnlearningData:
     forget_set = cfg.forget_set
     if forget_set == "forget_facts":
         n_persons, facts_forgotten = cfg.facts_persons, cfg.facts_per_person
-    elif forget_set in FORGET_SETS:
-        n_persons, facts_forgotten = FORGET_SETS[forget_set], None
+    elif (match := re.fullmatch(r"forget_([1-9][0-9]*)", forget_set)) is not None:
+        n_persons, facts_forgotten = int(match.group(1)), None
     else:
-        choices = [*FORGET_SETS, "forget_facts"]
+        choices = [*FORGET_SETS, "forget_<k>", "forget_facts"]
         raise DataError(
             f"wpu_mini has no forget set {forget_set!r}; choose data.forget_set from {choices}"
         )
