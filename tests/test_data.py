@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -133,6 +134,17 @@ def test_qa_file_folds_one_answer_per_row_into_perturbed_answers(
         ("Portraits", "Mountains", "Still lifes"),
         ("In 1990",),
     ]
+
+
+def test_the_readmes_user_file_has_a_role_column_and_non_ascii_answers(
+    make_cfg: Callable[..., DictConfig],
+) -> None:
+    data = _qa_file(make_cfg, FIXTURES / "user_facts.csv")
+
+    roles = Counter(r.role for r in data.records)
+    assert roles == {"forget": 4, "retain": 4, "hard_retain": 2, "general_retain": 4}
+    assert data.records[0].answer == "Tromsø"
+    assert {r.subject for r in data.with_role("forget")} == {"Maren Oduya"}
 
 
 @pytest.mark.parametrize("encoding", ["latin-1", "utf-16"])
