@@ -12,6 +12,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from benchmarks.components import discover
+from benchmarks.models import cache_dir, load_model
 
 discover()  # the config schemas, as run.py registers them
 
@@ -96,3 +97,16 @@ def make_cfg() -> Callable[..., DictConfig]:
             return compose("config", overrides=[*(TINY if tiny else []), *overrides])
 
     return make
+
+
+def scaled_tiny_model(cfg: DictConfig) -> tuple:
+    """The tiny model with its layer weights scaled up, and its tokenizer. Freshly initialised with
+    tied embeddings, it just repeats its last input token, so every comparison of two ways to compute
+    its output would pass vacuously; scaled, its output depends on the whole context and a padding
+    or position mistake changes it."""
+    model, tokenizer = load_model(cfg.model, cache_dir(), "cpu")
+    with torch.no_grad():
+        for weight in model.model.layers.parameters():
+            if weight.dim() == 2:
+                weight.mul_(20)
+    return model, tokenizer

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import scaled_tiny_model
 from omegaconf import DictConfig
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -17,7 +18,7 @@ from benchmarks.evaluation.evaluate import METRICS, evaluate_model
 from benchmarks.evaluation.generation import answer_logprobs, generate
 from benchmarks.evaluation.specs import METRICS as METRICS_REGISTRY
 from benchmarks.evaluation.specs import RowInputs, metric
-from benchmarks.models import cache_dir, load_model, tiny_tokenizer
+from benchmarks.models import tiny_tokenizer
 from benchmarks.prompting import (
     TRUNCATED,
     Prompter,
@@ -39,18 +40,8 @@ QUESTIONS = [
 
 @pytest.fixture
 def model(make_cfg: Callable[..., DictConfig]) -> Model:
-    """The tiny model with its layer weights scaled up.
-
-    Freshly initialised with tied embeddings, it just repeats its last input token (here a newline,
-    which decodes to ""), so every comparison would pass vacuously; scaled, its output depends on
-    the whole context and a padding or position mistake changes it.
-    """
-    model, tokenizer = load_model(make_cfg().model, cache_dir(), "cpu")
-    with torch.no_grad():
-        for weight in model.model.layers.parameters():
-            if weight.dim() == 2:
-                weight.mul_(20)
-    return model, tokenizer
+    """The tiny model, scaled so that its output depends on the whole context."""
+    return scaled_tiny_model(make_cfg())
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, scaled_tiny_model
 from omegaconf import DictConfig
 from peft import get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -23,7 +23,6 @@ from benchmarks.data import load_data
 from benchmarks.data.records import DataError
 from benchmarks.evaluation.generation import answer_logprobs, generate
 from benchmarks.floors import ModelShape, forward_floor_s, model_shape
-from benchmarks.models import cache_dir, load_model
 from benchmarks.prompting import Prompter
 from benchmarks.speed import check, curve, work_figures
 from benchmarks.training import Pair, collate, encode_example, lora_config, mean_nll
@@ -39,14 +38,8 @@ QUESTIONS = [
 
 @pytest.fixture
 def model(make_cfg: Callable[..., DictConfig]):
-    """The tiny model with its layer weights scaled up, so that its output depends on the whole
-    context (fresh, it repeats its last input token and every comparison would pass vacuously)."""
-    model, tokenizer = load_model(make_cfg().model, cache_dir(), "cpu")
-    with torch.no_grad():
-        for weight in model.model.layers.parameters():
-            if weight.dim() == 2:
-                weight.mul_(20)
-    return model, tokenizer
+    """The tiny model, scaled so that its output depends on the whole context."""
+    return scaled_tiny_model(make_cfg())
 
 
 def rows_computed(phase: str, kind: str) -> int:
