@@ -317,7 +317,8 @@ def _plain_nll(model: Any, batch: dict[str, Any]) -> Any:
     return -picked.sum() / mask.sum().clamp(min=1)
 
 
-def _loss_and_grads(model: Any, batch: dict[str, Any], nll: Callable) -> tuple[float, Any]:
+def loss_and_grads(model: Any, batch: dict[str, Any], nll: Callable) -> tuple[float, Any]:
+    """The loss ``nll`` gives the batch and the gradients of every trainable weight, flattened."""
     model.zero_grad()
     loss = nll(model, batch)
     loss.backward()
@@ -376,8 +377,8 @@ def _check_training(model, batches: list[dict[str, Any]]) -> dict[str, Any]:
     for i, batch in enumerate(batches):
         (loss, grads), (plain_loss, plain_grads) = timing.run(
             i,
-            lambda b=batch: _loss_and_grads(model, b, mean_nll),
-            lambda b=batch: _loss_and_grads(model, b, _plain_nll),
+            lambda b=batch: loss_and_grads(model, b, mean_nll),
+            lambda b=batch: loss_and_grads(model, b, _plain_nll),
         )
         loss_gap = max(loss_gap, abs(loss - plain_loss) / abs(plain_loss))
         grad_gap = max(grad_gap, float((grads - plain_grads).abs().max() / plain_grads.abs().max()))

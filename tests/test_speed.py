@@ -24,7 +24,7 @@ from benchmarks.data.records import DataError
 from benchmarks.evaluation.generation import answer_logprobs, generate
 from benchmarks.floors import ModelShape, forward_floor_s, model_shape
 from benchmarks.prompting import Prompter
-from benchmarks.speed import check, curve, work_figures
+from benchmarks.speed import check, curve, loss_and_grads, work_figures
 from benchmarks.training import Pair, collate, encode_example, lora_config, mean_nll
 from unstar import prompts as unstar_prompts
 
@@ -126,14 +126,6 @@ def _batch(tokenizer):
     return collate([encode_example(tokenizer, p, 256) for p in pairs], tokenizer.pad_token_id)
 
 
-def _loss_and_grads(model, batch, nll) -> tuple[float, torch.Tensor]:
-    model.zero_grad()
-    loss = nll(model, batch)
-    loss.backward()
-    grads = [p.grad.flatten() for p in model.parameters() if p.grad is not None]
-    return loss.item(), torch.cat(grads)
-
-
 def _plain_nll(model, batch) -> torch.Tensor:
     """Mean answer NLL from every position's logits, by hand."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -153,8 +145,8 @@ def test_shared_prefix_training_gives_the_plain_loss_and_gradients(model, lora, 
     batch = _batch(tokenizer)
     COSTS.clear()
     with COSTS.phase("shared"), counting_forwards(lm):
-        loss, grads = _loss_and_grads(lm, batch, mean_nll)
-    plain_loss, plain_grads = _loss_and_grads(lm, batch, _plain_nll)
+        loss, grads = loss_and_grads(lm, batch, mean_nll)
+    plain_loss, plain_grads = loss_and_grads(lm, batch, _plain_nll)
     assert loss == pytest.approx(plain_loss, rel=1e-5)
     assert torch.allclose(grads, plain_grads, atol=1e-6 * plain_grads.abs().max().item())
     # The common prefix ran once (one row) and the output layer only from the first position
