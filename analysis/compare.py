@@ -1,6 +1,7 @@
 """The comparison table of a sweep (``experiment=compare``): per method, the mean and a 95% bootstrap
 interval of each headline metric (:mod:`analysis.intervals`: questions resampled, the same draw
-for every seed and method), which methods tie with the best, the tuned parameters and the tuning
+for every seed and method; fluency beside forget efficacy, so that forgetting by gibberish shows),
+which methods tie with the best, the tuned parameters and the tuning
 budget, the stopping rule's steps, the costs, and a Pareto plot of forget efficacy against retain
 utility with interval whiskers.
 
@@ -27,6 +28,7 @@ from tabulate import tabulate
 
 from analysis.intervals import bootstrap, draws, ties
 from benchmarks.data.split import reported
+from benchmarks.evaluation.selection import fluency
 
 #: Question pools: the forget-side views share the forget records; every other view is its own.
 FORGET_SIDE = ("forget", "forget_paraphrased")
@@ -48,6 +50,12 @@ class Headline:
     higher_is_better: bool
     #: Names of ``reads`` that may be missing (a view only some data has).
     optional: frozenset[str] = frozenset()
+
+
+#: Per-row metrics computed here from the row's answer rather than read from it.
+DERIVED: dict[str, Callable[[Mapping[str, Any]], float]] = {
+    "fluency": lambda row: fluency(str(row.get("generation", ""))),
+}
 
 
 def _single(model: str, view: str, metric: str, higher: bool, name: str) -> Headline:
@@ -91,6 +99,12 @@ HEADLINES = (
         optional=frozenset(
             f"{model}:{v}" for v in OPTIONAL_RETAIN_SIDE for model in ("target", "unlearned")
         ),
+    ),
+    Headline(
+        "fluency",
+        {f"fluency:{v}": ("unlearned", v, "fluency") for v in FORGET_SIDE},
+        lambda m: sum(m[f"fluency:{v}"] for v in FORGET_SIDE) / len(FORGET_SIDE),
+        True,
     ),
     _single("unlearned", "forget", "leak_rate", False, "forget leak"),
     _single("unlearned", "forget_paraphrased", "leak_rate", False, "paraphrased leak"),
@@ -205,8 +219,13 @@ def _question_values(
         for model, base, metric in wanted:
             view = reported(base, views)
             sums: dict[str, list[float]] = defaultdict(list)
+            derived = DERIVED.get(metric)
             for row in results["generations"]:
-                if row.get("model") == model and row["view"] == view and metric in row:
+                if row.get("model") != model or row["view"] != view:
+                    continue
+                if derived is not None and "generation" in row:
+                    sums[row["id"]].append(derived(row))
+                elif metric in row:
                     sums[row["id"]].append(float(row[metric]))
             if sums:
                 key = ((model, base, metric), seed)

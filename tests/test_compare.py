@@ -67,12 +67,14 @@ def fake_job(
     leaks: list[float],
     tuned: bool,
     split: bool = False,
+    answer: str | None = None,
     **config,
 ) -> None:
     """A finished job whose unlearned model leaks ``leaks`` on forget questions f0.. and keeps
     the target's retain answers half; ``split``: the paraphrase and retain views come in test
     halves holding those values and dev halves where the unlearned model leaks everything and
-    keeps nothing (what a table must never report)."""
+    keeps nothing (what a table must never report); ``answer``: what the unlearned model says to
+    every forget-side question (no generations recorded without it)."""
     job = sweep / str(number)
     job.mkdir(parents=True)
     rows = []
@@ -112,6 +114,10 @@ def fake_job(
                               "forward_passes": 20}},
         "timings_s": {"unlearn": 2.0},
     }  # fmt: skip
+    if answer is not None:
+        for row in rows:
+            if row["model"] == "unlearned" and row["view"].startswith("forget"):
+                row["generation"] = answer
     (job / "results.json").write_text(json.dumps(results))
 
 
@@ -181,3 +187,24 @@ def test_the_comparison_reads_the_test_halves_only(tmp_path: Path) -> None:
     assert "Views read: forget, forget_paraphrased_test, general_retain_test" in (
         comparison.markdown()
     )
+
+
+def test_fluency_exposes_forgetting_by_gibberish(tmp_path: Path) -> None:
+    """A model that forgets by looping leaks nothing, like a clean one, and scores lowest on
+    fluency (the objective's F, per forget question); jobs without answers have no fluency."""
+    sweep = tmp_path / "sweep"
+    fake_job(sweep, 0, "npo", 0, [0.0] * 10, tuned=True, answer="He was born in Lyon in 1901.")
+    fake_job(sweep, 1, "grad_ascent", 0, [0.0] * 10, tuned=True, answer="the the the the the the")
+    table = compare(read_sweep(sweep).jobs, n_boot=100).table
+    assert (
+        table.loc["npo", "forget efficacy mean"] == table.loc["grad_ascent", "forget efficacy mean"]
+    )
+    assert table.loc["npo", "fluency mean"] == 1.0
+    assert table.loc["grad_ascent", "fluency mean"] == pytest.approx(1 / 3)
+    assert (
+        table.loc["npo", "fluency rank"] == "best"
+        and table.loc["grad_ascent", "fluency rank"] == ""
+    )
+    plain = tmp_path / "plain"
+    fake_job(plain, 0, "npo", 0, [0.0] * 10, tuned=True)
+    assert "fluency mean" not in compare(read_sweep(plain).jobs, n_boot=100).table
