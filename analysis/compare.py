@@ -52,10 +52,8 @@ class Headline:
     optional: frozenset[str] = frozenset()
 
 
-#: Per-row metrics computed here from the row's answer rather than read from it.
-DERIVED: dict[str, Callable[[Mapping[str, Any]], float]] = {
-    "fluency": lambda row: fluency(str(row.get("generation", ""))),
-}
+#: Per-row metrics computed here from the row's answer (``generation``) rather than read from it.
+DERIVED: dict[str, Callable[[str], float]] = {"fluency": fluency}
 
 
 def _single(model: str, view: str, metric: str, higher: bool, name: str) -> Headline:
@@ -224,7 +222,7 @@ def _question_values(
                 if row.get("model") != model or row["view"] != view:
                     continue
                 if derived is not None and "generation" in row:
-                    sums[row["id"]].append(derived(row))
+                    sums[row["id"]].append(derived(row["generation"]))
                 elif metric in row:
                     sums[row["id"]].append(float(row[metric]))
             if sums:
