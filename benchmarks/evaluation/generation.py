@@ -102,6 +102,7 @@ def generate(
                     )  # fmt: skip
                 else:
                     rows = torch.arange(len(batch), device=model.device)
+                    cached.reserve(max_new_tokens)
                     texts = _decode(
                         model, tokenizer, cached.select(rows.repeat_interleave(num_samples)),
                         max_new_tokens, temperature, stop_strings,
