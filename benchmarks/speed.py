@@ -22,7 +22,9 @@ number of forget questions (``curve.json``).
 ``--check`` runs the shared-prefix passes (:mod:`benchmarks.prefix`) and the plain ones in
 alternation on the job's target model (the evaluation's greedy answers and scores, UnSTAR's
 sampled paraphrases, LoRA training steps) and reports the seconds of each and what differs
-(answers, samples, log-probs, losses, gradients): what the speed-up costs in results.
+(answers, samples, log-probs, losses, gradients): what the speed-up costs in results. It then
+times LoRA steps against the same steps with the adapter off, each beside the matmul floor of
+the rows it computed: how far from the floor plain torch's forward and backward of this model is.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from omegaconf import DictConfig
 from peft import get_peft_model
 
 from benchmarks.components import discover
-from benchmarks.costs import COSTS
+from benchmarks.costs import COSTS, counting_forwards
 from benchmarks.data import load_data
 from benchmarks.evaluation.evaluate import eval_items
 from benchmarks.evaluation.generation import answer_logprobs, generate
@@ -388,6 +390,48 @@ def _check_training(model, batches: list[dict[str, Any]]) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _frozen_step(model: Any, batch: dict[str, Any]) -> None:
+    """A training step's forward and backward with the adapter off: gradients flow from the loss
+    to the input embeddings through every frozen layer, and no weight gets one. The least work
+    any step of this model does in plain torch: matrix products, attention and element-wise."""
+    embeddings = model.get_input_embeddings()
+    handle = embeddings.register_forward_hook(lambda m, a, out: out.detach().requires_grad_())
+    try:
+        with model.disable_adapter():
+            mean_nll(model, batch).backward()
+    finally:
+        handle.remove()
+
+
+def _check_step_floor(model: Any, batches: list[dict[str, Any]]) -> dict[str, Any]:
+    """LoRA steps (forward and backward, as UnSTAR trains) and the same steps with the adapter
+    off, in alternation, each against the matmul floor of the forwards it computed (the ledger's
+    token rows at 4·N FLOPs a row): how much of a step's distance from the floor is the adapter's
+    and how much any plain-torch step of this model has."""
+    steps = {
+        "lora": lambda b: loss_and_grads(model, b, mean_nll),
+        "frozen": lambda b: _frozen_step(model, b),
+    }
+    COSTS.clear()
+    with counting_forwards(model):
+        for i, batch in enumerate(batches):
+            for name in list(steps) if i % 2 == 0 else list(steps)[::-1]:
+                with COSTS.phase(f"check/{name}"), COSTS.timed("train"):
+                    steps[name](batch)
+    shape = model_shape(model)
+    floors = measure(shape)
+    ledger = COSTS.work_as_dict()
+    report: dict[str, Any] = {"floors": floors}
+    for name in steps:
+        figures = work_figures(ledger[f"check/{name}"]["train"], shape, floors)
+        report[name] = {k: figures[k] for k in ("seconds", "token_rows", "flop_per_s", "floor_s")}
+        report[name]["x_floor"] = figures["x_floor"]
+    report["adapter_share_of_lora_step"] = (
+        1 - report["frozen"]["seconds"] / report["lora"]["seconds"]
+    )
+    return report
+
+
 def check(overrides: Sequence[str], out: Path) -> dict[str, Any]:
     """Shared-prefix passes against plain ones, in alternation, on the job's target model: the
     evaluation's greedy answers and answer scores, UnSTAR's sampled paraphrases, and LoRA
@@ -426,6 +470,7 @@ def check(overrides: Sequence[str], out: Path) -> dict[str, Any]:
         for chunk in _chunks(wrong, step) + _chunks(retain, step)
     ]
     report["training steps (forward and backward)"] = _check_training(lora, batches)
+    report["training step against the matmul floor"] = _check_step_floor(lora, batches)
     load.append(list(os.getloadavg()))
     report["load_average"] = load
     print(json.dumps(report, indent=2))

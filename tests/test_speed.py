@@ -176,6 +176,38 @@ def test_no_prefix_is_shared_under_dropout_while_training() -> None:
         assert prefix.can_share(dropping)  # no gradients: dropout is applied, nothing trained
 
 
+def test_a_reserved_cache_layer_holds_what_concatenation_holds() -> None:
+    """Decoding steps write into the room (no copy of the cache while it lasts); past it the room
+    doubles; rows chosen or repeated keep their tokens; keys and values equal the concatenated."""
+    from transformers.cache_utils import DynamicLayer
+
+    generator = torch.Generator().manual_seed(0)
+
+    def states(tokens: int, rows: int = 2) -> torch.Tensor:
+        return torch.randn(rows, 3, tokens, 4, generator=generator)
+
+    plain = DynamicLayer()
+    plain.update(prompt := states(5), prompt + 1)
+    reserved = prefix.ReservedLayer(plain, room=2)
+    buffer = reserved._keys.data_ptr()
+    for step in range(4):
+        new = states(1)
+        expected = plain.update(new, new * 2)
+        found = reserved.update(new, new * 2)
+        assert all(torch.equal(a, b) for a, b in zip(found, expected, strict=True))
+        if step < 2:
+            assert reserved._keys.data_ptr() == buffer, "a step within the room copies nothing"
+    assert reserved.get_seq_length() == 9 and reserved._keys.shape[-2] >= 9
+    for change in (lambda layer: layer.batch_select_indices(torch.tensor([1, 1, 0])),
+                   lambda layer: layer.batch_repeat_interleave(2)):  # fmt: skip
+        change(plain)
+        change(reserved)
+        new = states(1, rows=plain.keys.shape[0])
+        expected = plain.update(new, new)
+        found = reserved.update(new, new)
+        assert all(torch.equal(a, b) for a, b in zip(found, expected, strict=True))
+
+
 def test_common_prefix() -> None:
     assert prefix.common_prefix([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
     assert prefix.common_prefix([[1, 2], [1, 2, 3]]) == 2
@@ -266,6 +298,11 @@ def test_the_check_runs_both_passes_and_finds_them_equal(tmp_path: Path) -> None
     assert report["evaluation scoring"]["max_token_logprob_difference"] < 1e-4
     training = report["training steps (forward and backward)"]
     assert training["max_relative_loss_difference"] < 1e-5 and training["batches"] > 0
-    timed = [v for v in report.values() if isinstance(v, dict)]
+    timed = [v for v in report.values() if isinstance(v, dict) and "shared" in v]
     assert len(timed) == 4 and all(v["shared"] > 0 and v["plain"] > 0 for v in timed)
+    # The same steps with the adapter off compute the same token rows, against the same floor.
+    step = report["training step against the matmul floor"]
+    assert step["lora"]["token_rows"] == step["frozen"]["token_rows"] > 0
+    assert step["lora"]["floor_s"] == step["frozen"]["floor_s"] > 0
+    assert all(step[k]["x_floor"] > 0 for k in ("lora", "frozen"))
     assert json.loads((tmp_path / "check.json").read_text()) == report
