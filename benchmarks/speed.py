@@ -403,11 +403,13 @@ def _frozen_step(model: Any, batch: dict[str, Any]) -> None:
         handle.remove()
 
 
-def _check_step_floor(model: Any, batches: list[dict[str, Any]]) -> dict[str, Any]:
+def _check_step_floor(
+    model: Any, batches: list[dict[str, Any]], shape: ModelShape
+) -> dict[str, Any]:
     """LoRA steps (forward and backward, as UnSTAR trains) and the same steps with the adapter
     off, in alternation, each against the matmul floor of the forwards it computed (the ledger's
     token rows at 4·N FLOPs a row): how much of a step's distance from the floor is the adapter's
-    and how much any plain-torch step of this model has."""
+    and how much any plain-torch step of this model has. ``shape``: the model's without adapter."""
     steps = {
         "lora": lambda b: loss_and_grads(model, b, mean_nll),
         "frozen": lambda b: _frozen_step(model, b),
@@ -418,14 +420,13 @@ def _check_step_floor(model: Any, batches: list[dict[str, Any]]) -> dict[str, An
             for name in list(steps) if i % 2 == 0 else list(steps)[::-1]:
                 with COSTS.phase(f"check/{name}"), COSTS.timed("train"):
                     steps[name](batch)
-    shape = model_shape(model)
     floors = measure(shape)
     ledger = COSTS.work_as_dict()
     report: dict[str, Any] = {"floors": floors}
     for name in steps:
         figures = work_figures(ledger[f"check/{name}"]["train"], shape, floors)
-        report[name] = {k: figures[k] for k in ("seconds", "token_rows", "flop_per_s", "floor_s")}
-        report[name]["x_floor"] = figures["x_floor"]
+        kept = ("seconds", "token_rows", "flop_per_s", "floor_s", "x_floor")
+        report[name] = {k: figures[k] for k in kept}
     report["adapter_share_of_lora_step"] = (
         1 - report["frozen"]["seconds"] / report["lora"]["seconds"]
     )
@@ -456,6 +457,7 @@ def check(overrides: Sequence[str], out: Path) -> dict[str, Any]:
     report["evaluation scoring"] = _check_scoring(model, tokenizer, pairs, size)
     few_shot = [unstar_prompts.PARAPHRASE.format(question=r.question) for r in data.forget]
     report["UnSTAR sampled paraphrases"] = _check_sampling(model, tokenizer, few_shot, size)
+    shape = model_shape(model)
     lora = get_peft_model(model, lora_config(cfg.method.lora)) if cfg.method.lora.enabled else model
     lora.train()
     wrong = [Pair(prompter(tokenizer, r.question), (r.perturbed_answers or ("no",))[0])
@@ -470,7 +472,8 @@ def check(overrides: Sequence[str], out: Path) -> dict[str, Any]:
         for chunk in _chunks(wrong, step) + _chunks(retain, step)
     ]
     report["training steps (forward and backward)"] = _check_training(lora, batches)
-    report["training step against the matmul floor"] = _check_step_floor(lora, batches)
+    if cfg.method.lora.enabled:
+        report["training step against the matmul floor"] = _check_step_floor(lora, batches, shape)
     load.append(list(os.getloadavg()))
     report["load_average"] = load
     print(json.dumps(report, indent=2))
