@@ -291,24 +291,26 @@ def _chunks(items: list[Any], size: int) -> list[list[Any]]:
 
 
 class AB:
-    """Seconds of two ways of doing the same work, run in alternation chunk by chunk (``a``
-    first, then ``b`` first), so that a machine's changing load falls on both alike."""
+    """Seconds of two ways of doing the same work, run in alternation chunk by chunk (the fast
+    way first, then the plain one first), so that a machine's changing load falls on both alike."""
 
-    def __init__(self) -> None:
-        self.seconds = {"shared": 0.0, "plain": 0.0}
+    def __init__(self, fast: str = "shared", plain: str = "plain") -> None:
+        self.names = (fast, plain)
+        self.seconds = {fast: 0.0, plain: 0.0}
 
-    def run(self, chunk: int, shared: Callable[[], Any], plain: Callable[[], Any]) -> tuple:
+    def run(self, chunk: int, fast: Callable[[], Any], plain: Callable[[], Any]) -> tuple:
         found: dict[str, Any] = {}
-        order = [("shared", shared), ("plain", plain)]
+        order = list(zip(self.names, (fast, plain), strict=True))
         for name, work in order if chunk % 2 == 0 else order[::-1]:
             start = time.perf_counter()
             found[name] = work()
             self.seconds[name] += time.perf_counter() - start
-        return found["shared"], found["plain"]
+        return found[self.names[0]], found[self.names[1]]
 
     def as_dict(self) -> dict[str, float]:
-        ratio = self.seconds["plain"] / self.seconds["shared"] if self.seconds["shared"] else None
-        return {**{k: round(v, 2) for k, v in self.seconds.items()}, "speed_up": ratio}
+        fast, plain = (self.seconds[name] for name in self.names)
+        return {**{k: round(v, 2) for k, v in self.seconds.items()},
+                "speed_up": plain / fast if fast else None}  # fmt: skip
 
 
 def _plain_nll(model: Any, batch: dict[str, Any]) -> Any:
@@ -371,6 +373,24 @@ def _check_sampling(model, tokenizer, few_shot: list[str], size: int) -> dict[st
         pairs = zip(shared, plain, strict=True)
         changed += sum(a != b for x, y in pairs for a, b in zip(x, y, strict=True))
         samples += sum(len(x) for x in shared)
+    return {**timing.as_dict(), "samples": samples, "samples_changed": changed}
+
+
+def _check_reserved(model, tokenizer, few_shot: list[str], size: int) -> dict[str, Any]:
+    """UnSTAR's sampled paraphrases decoded into room reserved in the cache, against a cache that
+    grows by concatenation (transformers' own): the same samples, the copies saved."""
+    timing, changed, samples = AB("reserved", "concatenated"), 0, 0
+    for i, chunk in enumerate(_chunks(few_shot, 16)):
+        options = {"max_new_tokens": 40, "temperature": 0.9, "num_samples": 16,
+                   "stop_strings": ["\n"], "seed": i, "batch_size": size}  # fmt: skip
+        reserved, concatenated = timing.run(
+            i,
+            lambda c=chunk, o=options: generate(model, tokenizer, c, **o),
+            lambda c=chunk, o=options: generate(model, tokenizer, c, **o, reserve_room=False),
+        )
+        pairs = zip(reserved, concatenated, strict=True)
+        changed += sum(a != b for x, y in pairs for a, b in zip(x, y, strict=True))
+        samples += sum(len(x) for x in reserved)
     return {**timing.as_dict(), "samples": samples, "samples_changed": changed}
 
 
@@ -457,6 +477,9 @@ def check(overrides: Sequence[str], out: Path) -> dict[str, Any]:
     report["evaluation scoring"] = _check_scoring(model, tokenizer, pairs, size)
     few_shot = [unstar_prompts.PARAPHRASE.format(question=r.question) for r in data.forget]
     report["UnSTAR sampled paraphrases"] = _check_sampling(model, tokenizer, few_shot, size)
+    report["UnSTAR sampled paraphrases, reserved cache room"] = _check_reserved(
+        model, tokenizer, few_shot, cfg.method.generation_batch_size
+    )
     shape = model_shape(model)
     lora = get_peft_model(model, lora_config(cfg.method.lora)) if cfg.method.lora.enabled else model
     lora.train()

@@ -300,6 +300,9 @@ def test_the_check_runs_both_passes_and_finds_them_equal(tmp_path: Path) -> None
     assert training["max_relative_loss_difference"] < 1e-5 and training["batches"] > 0
     timed = [v for v in report.values() if isinstance(v, dict) and "shared" in v]
     assert len(timed) == 4 and all(v["shared"] > 0 and v["plain"] > 0 for v in timed)
+    reserved = report["UnSTAR sampled paraphrases, reserved cache room"]
+    assert reserved["samples_changed"] == 0 and reserved["samples"] > 0
+    assert reserved["reserved"] > 0 and reserved["concatenated"] > 0
     # The same steps with the adapter off compute the same token rows, against the same floor.
     step = report["training step against the matmul floor"]
     assert step["lora"]["token_rows"] == step["frozen"]["token_rows"] > 0

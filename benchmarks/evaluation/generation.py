@@ -58,6 +58,7 @@ def generate(
     stop_strings: Sequence[str] = (),
     desc: str = "generate",
     share_prefix: bool = True,
+    reserve_room: bool = True,
 ) -> list[list[str]]:
     """``num_samples`` completions per prompt (greedy when temperature is 0), in batches of
     ``batch_size`` prompts grouped by length (fewer where their samples would exceed
@@ -70,7 +71,9 @@ def generate(
     samples it gets, are computed once, and each completion leaves the batch when it ends
     (:func:`_decode`), so the rows still writing are the only ones computed. False, or a model
     that cannot share: ``model.generate`` on left-padded batches, each row computing its prompt
-    and running until the batch's last row ends.
+    and running until the batch's last row ends. ``reserve_room``: decoding writes each step's
+    keys and values into room reserved in the cache (:meth:`PromptCache.reserve`); False grows
+    the cache by concatenation, as transformers does (the same samples, for the speed check).
     """
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"] if prompts else []
@@ -102,7 +105,8 @@ def generate(
                     )  # fmt: skip
                 else:
                     rows = torch.arange(len(batch), device=model.device)
-                    cached.reserve(max_new_tokens)
+                    if reserve_room:
+                        cached.reserve(max_new_tokens)
                     texts = _decode(
                         model, tokenizer, cached.select(rows.repeat_interleave(num_samples)),
                         max_new_tokens, temperature, stop_strings,
