@@ -100,8 +100,9 @@ class ReservedLayer(DynamicLayer):
     """A full-attention cache layer with room for tokens to come: a decoding step writes its keys
     and values into the room, where :class:`DynamicLayer` concatenates them, copying the whole
     cache at every step (sampling 16 paraphrases each from UnSTAR's 172-token few-shot prompts
-    runs 1.10x faster without those copies, measured with ``python -m benchmarks.speed --check``). The keys and values it hands to attention are views of the filled part,
-    so the numbers are the same as the concatenated ones."""
+    runs 1.10x faster without those copies, measured with ``python -m benchmarks.speed
+    --check``). The keys and values it hands to attention are views of the filled part, so the
+    numbers are the same as the concatenated ones."""
 
     def __init__(self, layer: DynamicLayer, room: int) -> None:
         super().__init__()
