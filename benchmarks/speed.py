@@ -359,39 +359,25 @@ def _check_scoring(model, tokenizer, pairs: list[tuple[str, str]], size: int) ->
     return {**timing.as_dict(), "pairs": len(pairs), "max_token_logprob_difference": worst}
 
 
-def _check_sampling(model, tokenizer, few_shot: list[str], size: int) -> dict[str, Any]:
-    """UnSTAR's candidates, sampled with a seed: the same draws either way, up to rounding."""
-    timing, changed, samples = AB(), 0, 0
-    for i, chunk in enumerate(_chunks(few_shot, 4)):
-        options = {"max_new_tokens": 40, "temperature": 0.9, "num_samples": 8,
+def _check_sampling(
+    model, tokenizer, few_shot: list[str], size: int, *, prompts: int, samples: int,
+    timing: AB, plain: dict[str, bool],
+) -> dict[str, Any]:  # fmt: skip
+    """UnSTAR's candidates, sampled with a seed ``prompts`` at a time, by ``generate`` as it is
+    and with the ``plain`` options: the same draws either way, up to rounding."""
+    changed, drawn = 0, 0
+    for i, chunk in enumerate(_chunks(few_shot, prompts)):
+        options = {"max_new_tokens": 40, "temperature": 0.9, "num_samples": samples,
                    "stop_strings": ["\n"], "seed": i, "batch_size": size}  # fmt: skip
-        shared, plain = timing.run(
+        fast, slow = timing.run(
             i,
             lambda c=chunk, o=options: generate(model, tokenizer, c, **o),
-            lambda c=chunk, o=options: generate(model, tokenizer, c, **o, share_prefix=False),
+            lambda c=chunk, o=options: generate(model, tokenizer, c, **o, **plain),
         )
-        pairs = zip(shared, plain, strict=True)
+        pairs = zip(fast, slow, strict=True)
         changed += sum(a != b for x, y in pairs for a, b in zip(x, y, strict=True))
-        samples += sum(len(x) for x in shared)
-    return {**timing.as_dict(), "samples": samples, "samples_changed": changed}
-
-
-def _check_reserved(model, tokenizer, few_shot: list[str], size: int) -> dict[str, Any]:
-    """UnSTAR's sampled paraphrases decoded into room reserved in the cache, against a cache that
-    grows by concatenation (transformers' own): the same samples, the copies saved."""
-    timing, changed, samples = AB("reserved", "concatenated"), 0, 0
-    for i, chunk in enumerate(_chunks(few_shot, 16)):
-        options = {"max_new_tokens": 40, "temperature": 0.9, "num_samples": 16,
-                   "stop_strings": ["\n"], "seed": i, "batch_size": size}  # fmt: skip
-        reserved, concatenated = timing.run(
-            i,
-            lambda c=chunk, o=options: generate(model, tokenizer, c, **o),
-            lambda c=chunk, o=options: generate(model, tokenizer, c, **o, reserve_room=False),
-        )
-        pairs = zip(reserved, concatenated, strict=True)
-        changed += sum(a != b for x, y in pairs for a, b in zip(x, y, strict=True))
-        samples += sum(len(x) for x in reserved)
-    return {**timing.as_dict(), "samples": samples, "samples_changed": changed}
+        drawn += sum(len(x) for x in fast)
+    return {**timing.as_dict(), "samples": drawn, "samples_changed": changed}
 
 
 def _check_training(model, batches: list[dict[str, Any]]) -> dict[str, Any]:
@@ -476,10 +462,15 @@ def check(overrides: Sequence[str], out: Path) -> dict[str, Any]:
              for a in (item.record.answer, *item.record.perturbed_answers)]  # fmt: skip
     report["evaluation scoring"] = _check_scoring(model, tokenizer, pairs, size)
     few_shot = [unstar_prompts.PARAPHRASE.format(question=r.question) for r in data.forget]
-    report["UnSTAR sampled paraphrases"] = _check_sampling(model, tokenizer, few_shot, size)
-    report["UnSTAR sampled paraphrases, reserved cache room"] = _check_reserved(
-        model, tokenizer, few_shot, cfg.method.generation_batch_size
-    )
+    report["UnSTAR sampled paraphrases"] = _check_sampling(
+        model, tokenizer, few_shot, size, prompts=4, samples=8, timing=AB(),
+        plain={"share_prefix": False},
+    )  # fmt: skip
+    # Reserved room against a cache grown by concatenation (transformers' own): the copies saved.
+    report["UnSTAR sampled paraphrases, reserved cache room"] = _check_sampling(
+        model, tokenizer, few_shot, cfg.method.generation_batch_size, prompts=16, samples=16,
+        timing=AB("reserved", "concatenated"), plain={"reserve_room": False},
+    )  # fmt: skip
     shape = model_shape(model)
     lora = get_peft_model(model, lora_config(cfg.method.lora)) if cfg.method.lora.enabled else model
     lora.train()
